@@ -1,0 +1,1 @@
+"""Turn the 9-class ISIC folder into an audited, leak-free, rebalanced training set."""

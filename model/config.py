@@ -1,0 +1,97 @@
+"""The project's one source of truth: class names, risk groups, image size and paths.
+
+Every stage (data preparation, training, evaluation, serving, the notebook) imports these names
+instead of repeating them. This module must stay free of heavy imports: the web app imports it
+in an image that has no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# --- Classes -------------------------------------------------------------------------------------
+# Folder names of the 9-class ISIC set, in the order of the model's outputs.
+CLASS_NAMES: tuple[str, ...] = (
+    "actinic keratosis",
+    "basal cell carcinoma",
+    "dermatofibroma",
+    "melanoma",
+    "nevus",
+    "pigmented benign keratosis",
+    "seborrheic keratosis",
+    "squamous cell carcinoma",
+    "vascular lesion",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+MELANOMA = "melanoma"
+
+# Grouped risk shown to users. Actinic keratosis is pre-malignant: it can progress to squamous cell
+# carcinoma, so it is neither "benign" nor "malignant".
+RISK_GROUPS: dict[str, tuple[str, ...]] = {
+    "malignant": ("melanoma", "basal cell carcinoma", "squamous cell carcinoma"),
+    "pre-malignant": ("actinic keratosis",),
+    "benign": (
+        "dermatofibroma",
+        "nevus",
+        "pigmented benign keratosis",
+        "seborrheic keratosis",
+        "vascular lesion",
+    ),
+}
+RISK_OF_CLASS: dict[str, str] = {c: group for group, cs in RISK_GROUPS.items() for c in cs}
+
+# HAM10000 `dx` codes and the class folders each one is compatible with. `akiec` covers actinic
+# keratoses and intraepithelial carcinoma (Bowen's disease), which this set files under two folders.
+HAM_DX_TO_CLASSES: dict[str, tuple[str, ...]] = {
+    "akiec": ("actinic keratosis", "squamous cell carcinoma"),
+    "bcc": ("basal cell carcinoma",),
+    "bkl": ("pigmented benign keratosis", "seborrheic keratosis"),
+    "df": ("dermatofibroma",),
+    "mel": ("melanoma",),
+    "nv": ("nevus",),
+    "vasc": ("vascular lesion",),
+}
+
+# --- Images --------------------------------------------------------------------------------------
+# The dataset ships 180x180 images; the network sees 128x128, which keeps a full training run inside
+# 30 minutes on two CPU cores and leaves an 8x8 map of last-layer features for the heat map.
+IMAGE_SIZE: tuple[int, int] = (128, 128)
+SOURCE_IMAGE_SIZE: tuple[int, int] = (180, 180)
+# Uploads above this many pixels are refused before decoding (decompression bombs).
+MAX_IMAGE_PIXELS = 50_000_000
+# Shades-of-grey colour constancy (Finlayson & Trezzi 2004) with Minkowski norm p=6, as used by
+# the ISIC 2017/2018 winners, removes most of the camera/illumination cast between image sources.
+SHADES_OF_GREY_P = 6.0
+
+# --- Data preparation ----------------------------------------------------------------------------
+SEED = 1337
+VALIDATION_FRACTION = 0.15
+# Augmentor tops every class of the training split up to this many images (originals included).
+REBALANCE_TARGET_PER_CLASS = 500
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# --- Paths (environment variables override the git-ignored defaults inside the project) ---------
+DATA_DIR = Path(os.environ.get("ISIC_DATA_DIR", PROJECT_ROOT / "data" / "raw" / "isic9"))
+HAM_METADATA_PATH = Path(
+    os.environ.get("HAM_METADATA_PATH", PROJECT_ROOT / "data" / "raw" / "HAM10000_metadata.csv")
+)
+# Derived data: manifests, audit, the rebalanced training images.
+WORK_DIR = Path(os.environ.get("ISIC_WORK_DIR", PROJECT_ROOT / "data" / "processed"))
+# The committed model that the web app serves.
+MODEL_DIR = Path(os.environ.get("MODEL_DIR", PROJECT_ROOT / "models" / "skin_cnn"))
+REPORTS_DIR = PROJECT_ROOT / "reports"
+
+# File names inside WORK_DIR and MODEL_DIR, shared by the writer and every reader.
+MANIFEST_FILE = "manifest.csv"
+AUDIT_JSON_FILE = "audit.json"
+AUDIT_MD_FILE = "audit.md"
+SPLIT_FILE = "split.csv"
+SPLIT_INFO_FILE = "split.json"
+AUGMENTED_DIR = "augmented"
+AUGMENTED_MANIFEST_FILE = "augmented.csv"
+MODEL_H5_FILE = "model.h5"
+MODEL_TFLITE_FILE = "model.tflite"
+METADATA_FILE = "metadata.json"
