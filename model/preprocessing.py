@@ -24,6 +24,14 @@ class ImageError(ValueError):
     """An upload or file that is not a usable image; the message is safe to show to a user."""
 
 
+class UnsupportedImage(ImageError):
+    """Not an image, or an image format we do not read."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than we decode (a decompression bomb or an absurd size)."""
+
+
 def decode_image(data: bytes, target_size: tuple[int, int] = config.IMAGE_SIZE) -> Image.Image:
     """Decode image bytes into an upright 8-bit RGB Pillow image, or raise ImageError."""
     if not data:
@@ -63,13 +71,13 @@ def _open(data: bytes) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
-            raise ImageError("The image has too many pixels.") from exc
+            raise ImageTooLarge("The image has too many pixels.") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(
+            raise UnsupportedImage(
                 "The file is not an image we can read. Please upload a JPEG or PNG photo."
             ) from exc
     if image.format not in SUPPORTED_FORMATS:
-        raise ImageError(
+        raise UnsupportedImage(
             f"Unsupported image format {image.format}. Please upload a JPEG or PNG photo."
         )
     return image
@@ -80,7 +88,7 @@ def _check_pixel_count(size: tuple[int, int]) -> None:
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels.")
     if width * height > config.MAX_IMAGE_PIXELS:
-        raise ImageError(
+        raise ImageTooLarge(
             f"The image is too large ({width}x{height} pixels); "
             f"the limit is {config.MAX_IMAGE_PIXELS // 1_000_000} megapixels."
         )

@@ -1,0 +1,1 @@
+"""The skin-lesion CNN: config, shared preprocessing, network, training, evaluation and export."""

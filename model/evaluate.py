@@ -1,0 +1,177 @@
+"""Evaluate the trained model: `python -m model.evaluate [--model-dir DIR]`.
+
+Scores the validation split (where the malignant-vs-benign operating point is chosen) and the
+official Test split (reported once, never tuned on), writes the metrics into the model's
+metadata.json, the plots into `<model-dir>/evaluation/`, and the model card `MODEL_CARD.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    roc_auc_score,
+)
+
+from model import config, data, plots
+from model.calibration import expected_calibration_error, reliability_table
+from model.preprocessing import load_image_file
+
+MALIGNANT = [config.CLASS_NAMES.index(c) for c in config.RISK_GROUPS["malignant"]]
+MELANOMA = config.CLASS_NAMES.index(config.MELANOMA)
+# Screening favours sensitivity: the operating point is the highest threshold on the summed
+# malignant probability that still finds this share of the malignant validation images.
+TARGET_SENSITIVITY = 0.85
+BOOTSTRAP_ROUNDS = 2000
+
+
+def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of the Keras model for image files, via the shared preprocessing."""
+    images = np.stack([load_image_file(p) for p in paths])
+    return model.predict(images, batch_size=batch_size, verbose=0)
+
+
+def malignant_score(probabilities: np.ndarray) -> np.ndarray:
+    """P(malignant) = the summed probability of the malignant risk group."""
+    return probabilities[:, MALIGNANT].sum(axis=1)
+
+
+def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The highest malignant-score threshold with sensitivity >= TARGET_SENSITIVITY."""
+    scores = np.sort(malignant_score(probabilities)[np.isin(labels, MALIGNANT)])
+    if len(scores) == 0:
+        return 0.5
+    # Keep the top TARGET_SENSITIVITY share of malignant scores at or above the threshold.
+    return float(scores[int(np.floor(len(scores) * (1 - TARGET_SENSITIVITY)))])
+
+
+def headline_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """The figures that get bootstrap intervals: accuracy, balanced accuracy, AUCs, sens/spec."""
+    predicted = probabilities.argmax(axis=1)
+    is_malignant = np.isin(labels, MALIGNANT)
+    flagged = malignant_score(probabilities) >= threshold
+    return {
+        "accuracy": accuracy_score(labels, predicted),
+        "balanced_accuracy": balanced_accuracy_score(labels, predicted),
+        "melanoma_vs_rest_auc": _auc(labels == MELANOMA, probabilities[:, MELANOMA]),
+        "malignant_vs_benign_auc": _auc(is_malignant, malignant_score(probabilities)),
+        "malignant_sensitivity": float(flagged[is_malignant].mean()) if is_malignant.any() else None,
+        "malignant_specificity": float((~flagged[~is_malignant]).mean()) if (~is_malignant).any() else None,
+    }
+
+
+def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int = config.SEED) -> dict:
+    """Every metric of the model card for one subset."""
+    predicted = probabilities.argmax(axis=1)
+    report = classification_report(
+        labels, predicted, labels=range(config.NUM_CLASSES), target_names=config.CLASS_NAMES,
+        output_dict=True, zero_division=0,
+    )
+    return {
+        "images": int(len(labels)),
+        **headline_metrics(probabilities, labels, threshold),
+        "intervals_95": bootstrap_intervals(probabilities, labels, threshold, seed),
+        "per_class": {name: report[name] for name in config.CLASS_NAMES},
+        "roc_auc_one_vs_rest": {
+            name: _auc(labels == i, probabilities[:, i]) for i, name in enumerate(config.CLASS_NAMES)
+        },
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(config.NUM_CLASSES)).tolist(),
+        "expected_calibration_error": expected_calibration_error(probabilities, labels),
+        "reliability": reliability_table(probabilities, labels),
+    }
+
+
+def bootstrap_intervals(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS
+) -> dict:
+    """Percentile 95% intervals of the headline metrics over images resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        pick = rng.integers(0, len(labels), len(labels))
+        for name, value in headline_metrics(probabilities[pick], labels[pick], threshold).items():
+            if value is not None and not np.isnan(value):
+                samples.setdefault(name, []).append(value)
+    return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in samples.items()}
+
+
+def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_DIR) -> dict:
+    """Score validation and Test, write plots, metrics (into metadata.json) and the model card."""
+    from model.export import load_keras_model  # TensorFlow only when a model is really evaluated
+    from model.model_card import write_model_card
+
+    model_dir = Path(model_dir)
+    model = load_keras_model(model_dir)
+    results = {}
+    for subset in ("val", "test"):
+        table = data.read_subset(subset, work_dir)
+        labels = data.label_indices(table.label)
+        probabilities = predict_files(model, table.path)
+        if subset == "val":
+            threshold = choose_threshold(probabilities, labels)
+        results[subset] = evaluate(probabilities, labels, threshold)
+        _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
+    results["operating_point"] = {
+        "malignant_threshold": threshold,
+        "chosen_on": "validation",
+        "target_sensitivity": TARGET_SENSITIVITY,
+    }
+    metadata_path = model_dir / config.METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["metrics"] = results
+    metadata_path.write_text(json.dumps(metadata, indent=2))
+    audit_path = Path(work_dir) / config.AUDIT_MD_FILE
+    write_model_card(metadata, model_dir, audit_path.read_text() if audit_path.is_file() else "")
+    return results
+
+
+def _plot(subset: str, probabilities: np.ndarray, labels: np.ndarray, metrics: dict, out: Path) -> None:
+    name = {"val": "validation", "test": "official Test"}[subset]
+    plots.confusion_matrix(labels, probabilities.argmax(axis=1), out / f"confusion_{subset}.png",
+                           f"Confusion matrix, {name} ({len(labels)} images)")
+    plots.roc_curves(labels, probabilities, out / f"roc_{subset}.png", f"One-vs-rest ROC, {name}")
+    plots.reliability_diagram(metrics["reliability"], out / f"reliability_{subset}.png",
+                              f"Reliability, {name} (ECE {metrics['expected_calibration_error']:.3f})")
+
+
+def _auc(positives: np.ndarray, scores: np.ndarray) -> float | None:
+    if positives.all() or not positives.any():
+        return None  # undefined with one class only
+    return float(roc_auc_score(positives, scores))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: evaluate and print the headline figures."""
+    parser = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)
+    parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR)
+    args = parser.parse_args(argv)
+    try:
+        results = evaluate_model(args.model_dir, args.work_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keys = ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "malignant_sensitivity",
+            "malignant_specificity", "expected_calibration_error")
+    print(f"{'metric':<28}{'validation':>12}{'Test':>10}   Test 95% CI")
+    for key in keys:
+        ci = results["test"]["intervals_95"].get(key)
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        print(f"{key:<28}{_fmt(results['val'][key]):>12}{_fmt(results['test'][key]):>10}   {ci_text}")
+    return 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Export: the LiteRT (.tflite) model that the web app serves, and the metadata saved beside it."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model import config, network
+
+MODEL_NAME = "skin-lesion-cnn"
+MODEL_VERSION = "1.0.0"
+
+
+def export_litert(model: keras.Model, path: Path) -> Path:
+    """Convert the model (with its class-activation-map output) to a float32 LiteRT flatbuffer."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(network.serving_model(model))
+    # No quantisation: the export must reproduce the .h5 probabilities within 1e-4.
+    path = Path(path)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def build_metadata(training: dict, data: dict) -> dict:
+    """The metadata JSON saved beside the model; serving rebuilds its predictor from it."""
+    return {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "class_names": list(config.CLASS_NAMES),
+        "risk_groups": {k: list(v) for k, v in config.RISK_GROUPS.items()},
+        "input": {
+            "size": list(config.IMAGE_SIZE),
+            "channels": "RGB",
+            "range": [0, 255],
+            "preprocessing": "model.preprocessing.decode_image + to_model_input: EXIF-upright RGB, "
+            "whole frame resized (bilinear) to the input size; shades-of-grey colour constancy "
+            f"(p={config.SHADES_OF_GREY_P:g}) and rescaling are layers inside the model",
+        },
+        "outputs": {"probabilities": [config.NUM_CLASSES], "class_maps": [8, 8, config.NUM_CLASSES]},
+        "files": {"keras": config.MODEL_H5_FILE, "litert": config.MODEL_TFLITE_FILE},
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "training": training,
+        "data": data,
+        "metrics": {},
+    }
+
+
+def write_metadata(metadata: dict, model_dir: Path) -> Path:
+    """Write metadata.json into model_dir."""
+    path = Path(model_dir) / config.METADATA_FILE
+    path.write_text(json.dumps(metadata, indent=2, sort_keys=False, default=_jsonable))
+    return path
+
+
+def load_keras_model(model_dir: Path = config.MODEL_DIR) -> keras.Model:
+    """Load the trained `.h5` model (its custom layers are registered by importing model.network)."""
+    return keras.models.load_model(Path(model_dir) / config.MODEL_H5_FILE, compile=False)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

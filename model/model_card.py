@@ -1,0 +1,152 @@
+"""The model card: one Markdown page with what the model is for, its data, results and limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model import config
+
+INTENDED_USE = """\
+Education and research: showing students, clinicians and engineers what a small from-scratch CNN
+sees in a dermoscopic image of a skin lesion, with per-class probabilities and a heat map. It is not
+a medical device and not a diagnosis. Anyone worried about a skin lesion should see a doctor,
+whatever this model says, and especially for a lesion that is new, changing, bleeding or itching."""
+
+CONFOUNDING = """\
+In this dataset the class is confounded with the image's source: melanoma, nevus and seborrheic
+keratosis come from the older ISIC archive (no HAM10000 record), every other class from HAM10000,
+and the archives differ in camera, dermatoscope and colour. A network can score well by learning
+the source. What we did against it: (1) shades-of-grey colour constancy (p=6) as the model's first
+layer, which divides out each image's colour cast; (2) training-time brightness, contrast and random
+per-channel gain jitter, so exposure and cast are unreliable cues; (3) rotations, flips and zooms
+(Augmentor offline and Keras layers online) so framing and vignetting do not identify a source.
+What remains: texture, resolution and JPEG history still differ between archives, and the official
+Test split shares the same confound (its melanoma and nevus images are also archive images), so the
+Test figures below cannot show how the model does on images from a third source. Expect worse
+results on phone photos and on dermatoscopes it has never seen."""
+
+LIMITATIONS = """\
+- 118 Test images (3 each for seborrheic keratosis and vascular lesion): every figure is noisy; read
+  the 95% bootstrap intervals, not the point values.
+- 18 Test images also sit in Train under another label (the dataset's own defect); they were removed
+  from training, and Test keeps its official labels, so some Test labels are themselves disputed.
+- Trained on 180x180 dermoscopic images of mostly light skin; clinical (non-dermoscopic) photos,
+  darker skin types and lesion types outside the nine classes are out of scope.
+- The model always answers with one of nine classes, even for a photo that is not a lesion."""
+
+
+def limitation_lines() -> list[str]:
+    """The limitations as plain sentences (for the web app's About page)."""
+    items = LIMITATIONS.replace("\n  ", " ").split("\n- ")
+    return [item.lstrip("- ").strip() for item in items]
+
+
+def write_model_card(metadata: dict, model_dir: Path, audit_markdown: str) -> Path:
+    """Render MODEL_CARD.md into model_dir from the metadata (with metrics) and the data audit."""
+    path = Path(model_dir) / "MODEL_CARD.md"
+    path.write_text(render(metadata, audit_markdown))
+    return path
+
+
+def render(metadata: dict, audit_markdown: str) -> str:
+    """The model card as Markdown."""
+    training, metrics = metadata["training"], metadata["metrics"]
+    split = metadata["data"]["split"]
+    sections = [
+        f"# Model card: {metadata['name']} {metadata['version']}",
+        "## Intended use\n\n" + INTENDED_USE,
+        "## Model\n\n" + _model_text(metadata),
+        "## Training data\n\n" + _data_text(split, metadata["data"]["split_content_hash"]),
+        "### Data audit\n\n" + audit_markdown.replace("# Data audit", "").strip(),
+        "## Training\n\n" + _training_text(training),
+        "## Source confounding\n\n" + CONFOUNDING,
+        "## Results\n\n" + _results_text(metrics),
+        "## Limitations\n\n" + LIMITATIONS,
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _model_text(metadata: dict) -> str:
+    size = "x".join(str(s) for s in metadata["input"]["size"])
+    return (
+        f"A from-scratch CNN (Conv2D / BatchNorm / MaxPool / Dropout, no pretrained weights), input "
+        f"{size} RGB, {len(metadata['class_names'])} classes. Preprocessing: "
+        f"{metadata['input']['preprocessing']}. Files: `{config.MODEL_H5_FILE}` (Keras) and "
+        f"`{config.MODEL_TFLITE_FILE}` (LiteRT, served by the web app; its second output is the "
+        "8x8 class activation map used for the heat map)."
+    )
+
+
+def _data_text(split: dict, content_hash: str) -> str:
+    counts = split["counts"]
+    header = "| subset | " + " | ".join(config.CLASS_NAMES) + " | total |"
+    rows = [header, "|---|" + "---|" * (config.NUM_CLASSES + 1)]
+    for subset in ("train", "val", "test"):
+        cells = [str(counts.get(subset, {}).get(c, 0)) for c in config.CLASS_NAMES]
+        rows.append(f"| {subset} | " + " | ".join(cells) + f" | {sum(counts.get(subset, {}).values())} |")
+    dropped = ", ".join(f"{n} {why}" for why, n in split["dropped"].items())
+    return (
+        "The Kaggle 'Skin cancer ISIC The International Skin Imaging Collaboration' set (ISIC Archive "
+        "and HAM10000, CC BY-NC). The official Test split is kept whole for reporting; train and "
+        "validation are carved from Train, stratified by class and grouped by HAM10000 lesion. "
+        f"Dropped from Train: {dropped}. Label conflicts: {split['resolutions']} (policy in "
+        "`data_prep/split.py`). The training subset was topped up to "
+        f"{config.REBALANCE_TARGET_PER_CLASS} images per class with Augmentor. Split content hash "
+        f"`{content_hash[:16]}`.\n\n" + "\n".join(rows)
+    )
+
+
+def _training_text(training: dict) -> str:
+    return (
+        f"{training['epochs_run']} epochs (best: {training['best_epoch']}, selected on validation "
+        f"balanced accuracy {training['best_val_balanced_accuracy']:.3f}), batch {training['batch_size']}, "
+        f"AdamW lr {training['learning_rate']} with {training['warmup_epochs']}-epoch warm-up and cosine "
+        f"decay, width {training['width']}, seed {training['seed']}. Wall time "
+        f"{training['wall_seconds'] / 60:.1f} min on {training.get('machine', 'a 2-core CPU')} "
+        f"({training['images_per_second']:.0f} training images/s). Softmax temperature "
+        f"{training['temperature']:.2f}, fitted on validation. Curves: `training_curves.png`."
+    )
+
+
+def _results_text(metrics: dict) -> str:
+    if not metrics:
+        return "Not evaluated yet: run `python -m model.evaluate`."
+    val, test = metrics["val"], metrics["test"]
+    keys = [
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("melanoma_vs_rest_auc", "melanoma-vs-rest ROC AUC"),
+        ("malignant_vs_benign_auc", "malignant-vs-benign ROC AUC"),
+        ("malignant_sensitivity", "malignant sensitivity at the operating point"),
+        ("malignant_specificity", "malignant specificity at the operating point"),
+        ("expected_calibration_error", "expected calibration error"),
+    ]
+    rows = ["| metric | validation | official Test | Test 95% CI |", "|---|---|---|---|"]
+    for key, name in keys:
+        ci = test["intervals_95"].get(key)
+        ci_text = f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else ""
+        rows.append(f"| {name} | {_fmt(val[key])} | {_fmt(test[key])} | {ci_text} |")
+    per_class = ["| class | precision | recall | F1 | support | ROC AUC |", "|---|---|---|---|---|---|"]
+    for name in config.CLASS_NAMES:
+        r = test["per_class"][name]
+        per_class.append(
+            f"| {name} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1-score']:.2f} | "
+            f"{int(r['support'])} | {_fmt(test['roc_auc_one_vs_rest'][name])} |"
+        )
+    threshold = metrics["operating_point"]["malignant_threshold"]
+    return (
+        f"Operating point: a lesion is flagged malignant when P(melanoma) + P(basal cell carcinoma) + "
+        f"P(squamous cell carcinoma) >= {threshold:.3f}, the highest threshold that keeps validation "
+        f"sensitivity >= {metrics['operating_point']['target_sensitivity']:.2f}.\n\n"
+        + "\n".join(rows)
+        + "\n\nPer class, official Test:\n\n"
+        + "\n".join(per_class)
+        + "\n\nPlots: `evaluation/confusion_test.png`, `evaluation/roc_test.png`, "
+        "`evaluation/reliability_test.png` (and `_val` versions), `training_curves.png`.\n\n"
+        "![Confusion matrix](evaluation/confusion_test.png)\n![ROC](evaluation/roc_test.png)\n"
+        "![Reliability](evaluation/reliability_test.png)\n![Training curves](training_curves.png)"
+    )
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

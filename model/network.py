@@ -1,0 +1,116 @@
+"""The network: a from-scratch Conv2D / BatchNorm / MaxPool / Dropout classifier.
+
+The model takes raw RGB pixels (0..255) at `config.IMAGE_SIZE`. Colour constancy and rescaling are
+layers of the model, so the saved `.h5` and its LiteRT export apply them themselves.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from model import config
+
+FEATURES_LAYER = "features"
+LOGITS_LAYER = "logits"
+TEMPERATURE_LAYER = "temperature"
+PROBABILITIES_LAYER = "probabilities"
+
+
+@keras.saving.register_keras_serializable(package="skin_lesion")
+class ShadesOfGrey(layers.Layer):
+    """Shades-of-grey colour constancy: divide out each image's estimated illuminant colour.
+
+    Images of different archives (cameras, dermatoscopes, white balance) differ in colour cast more
+    than lesions of different classes do; normalising the cast stops the network from learning the
+    source instead of the lesion. Output is RGB in 0..1.
+    """
+
+    def __init__(self, power: float = config.SHADES_OF_GREY_P, **kwargs):
+        super().__init__(**kwargs)
+        self.power = power
+
+    def call(self, pixels):
+        rgb = pixels / 255.0
+        # Per-channel Minkowski p-norm mean over the image estimates the illuminant.
+        illuminant = ops.power(
+            ops.mean(ops.power(rgb + 1e-6, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power
+        )
+        gain = ops.mean(illuminant, axis=-1, keepdims=True) / (illuminant + 1e-6)
+        return ops.clip(rgb * gain, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
+
+
+def build_model(
+    num_classes: int = config.NUM_CLASSES,
+    input_size: tuple[int, int] = config.IMAGE_SIZE,
+    width: int = 32,
+    dropout: float = 0.3,
+    temperature: float = 1.0,
+) -> keras.Model:
+    """Build the classifier: raw RGB in, class probabilities out. Pure: no I/O, no weights loaded.
+
+    width is the channel count of the first block; each later block doubles it. temperature divides
+    the logits before the softmax (fitted on validation after training to calibrate probabilities).
+    """
+    inputs = keras.Input(shape=(*input_size, 3), name="image")
+    x = ShadesOfGrey(name="colour_constancy")(inputs)
+    x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(x)  # centre on 0 for the first conv
+    # A strided stem: the 128x128 input carries more pixels than the lesion texture needs, and the
+    # first full-resolution layer would otherwise cost most of the training time.
+    x = _conv_bn_relu(x, width, strides=2, name="stem")
+    x = _block(x, width, convs=1, dropout=0.1, name="block1")  # 64 -> 32
+    x = _block(x, width * 2, convs=2, dropout=0.1, name="block2")  # 32 -> 16
+    x = _block(x, width * 4, convs=2, dropout=0.2, name="block3")  # 16 -> 8
+    # The last convolution keeps its 8x8 map: its features feed both the classifier and the
+    # class activation map (heat map) of the web app.
+    x = _conv_bn_relu(x, width * 8, name=FEATURES_LAYER)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
+    scaled = layers.Rescaling(1.0 / temperature, name=TEMPERATURE_LAYER)(logits)
+    outputs = layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(scaled)
+    return keras.Model(inputs, outputs, name="skin_lesion_cnn")
+
+
+def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
+    """A copy of model whose softmax divides the logits by temperature; weights are shared values."""
+    config_ = model.get_config()
+    for layer in config_["layers"]:
+        if layer["name"] == TEMPERATURE_LAYER:
+            layer["config"]["scale"] = 1.0 / temperature
+    calibrated = keras.Model.from_config(config_)
+    calibrated.set_weights(model.get_weights())
+    return calibrated
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same network with its uncalibrated logits as output (for fitting the temperature)."""
+    return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
+
+
+def serving_model(model: keras.Model) -> keras.Model:
+    """Two outputs for serving: probabilities and per-class activation maps (8x8 logits).
+
+    Global average pooling followed by a dense layer is linear, so applying the dense layer to every
+    position of the feature map gives maps whose spatial mean is exactly the logits: the class
+    activation map (Zhou et al. 2016) costs one small matmul and needs no gradient at serving time.
+    """
+    features = model.get_layer(FEATURES_LAYER).output
+    class_maps = model.get_layer(LOGITS_LAYER)(features)
+    return keras.Model(model.inputs, [model.output, class_maps], name="skin_lesion_serving")
+
+
+def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=name)(x)
+
+
+def _block(x, filters: int, convs: int, dropout: float, name: str):
+    for i in range(convs):
+        x = _conv_bn_relu(x, filters, name=f"{name}_{i}")
+    x = layers.MaxPooling2D(name=f"{name}_pool")(x)
+    return layers.Dropout(dropout, name=f"{name}_dropout")(x)

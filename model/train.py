@@ -1,0 +1,214 @@
+"""Train the CNN: `python -m model.train [--quick] [--out-dir DIR]`.
+
+Reads the rebalanced training set and the validation split of `data_prep`, trains with warm-up and
+cosine decay, selects the epoch on validation balanced accuracy, fits a softmax temperature on
+validation, then saves `model.h5`, the LiteRT export and `metadata.json` into one model folder.
+The official Test split is not read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score
+
+from model import config, data, network
+from model.calibration import fit_temperature
+
+log = logging.getLogger("model.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved into the model's metadata."""
+
+    epochs: int = 25
+    batch_size: int = 32
+    width: int = 16
+    dropout: float = 0.3
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    patience: int = 8
+    max_minutes: float = 27.0
+    seed: int = config.SEED
+    limit_per_class: int | None = None  # quick runs: at most this many training images per class
+
+
+QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
+
+
+class ValidationSelection(keras.callbacks.Callback):
+    """Score validation balanced accuracy each epoch, keep the best weights, stop on patience/time.
+
+    Keras's EarlyStopping restores the best weights only when patience runs out, not when the epoch
+    count or a time budget ends the run; this callback always ends on the best epoch.
+    """
+
+    def __init__(self, val_dataset, val_labels: np.ndarray, patience: int, max_seconds: float):
+        super().__init__()
+        self.val_dataset, self.val_labels = val_dataset, val_labels
+        self.patience, self.max_seconds = patience, max_seconds
+        self.best_score, self.best_epoch, self.best_weights = -1.0, -1, None
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = self.model.predict(self.val_dataset, verbose=0).argmax(axis=1)
+        score = balanced_accuracy_score(self.val_labels, predicted)
+        logs["val_balanced_accuracy"] = score
+        logs["elapsed_s"] = time.monotonic() - self.started
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_weights = self.model.get_weights()
+        out_of_patience = epoch - self.best_epoch >= self.patience
+        # Stop early enough that one more epoch would not overrun the budget.
+        epoch_seconds = logs["elapsed_s"] / (epoch + 1)
+        out_of_time = logs["elapsed_s"] + epoch_seconds > self.max_seconds
+        if out_of_patience or out_of_time:
+            log.info("stopping after epoch %d (%s)", epoch + 1, "patience" if out_of_patience else "time")
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+@dataclass
+class TrainResult:
+    """A trained, calibrated model and what it took to make it."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    temperature: float
+    best_epoch: int
+    best_val_balanced_accuracy: float
+    seconds: float
+    images_per_second: float
+    train_images: int
+
+
+def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResult:
+    """Train, select the epoch and fit the temperature on validation; return the calibrated model."""
+    keras.utils.set_random_seed(settings.seed)
+    train_table = _limit(data.read_training_set(work_dir), settings.limit_per_class, settings.seed)
+    val_table = data.read_subset("val", work_dir)
+    train_labels, val_labels = data.label_indices(train_table.label), data.label_indices(val_table.label)
+    train_ds = data.make_dataset(train_table.path, train_labels, settings.batch_size, True, settings.seed)
+    val_ds = data.make_dataset(val_table.path, val_labels, 64)
+
+    model = network.build_model(width=settings.width, dropout=settings.dropout)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(_schedule(settings, len(train_table)), settings.weight_decay),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    selection = ValidationSelection(val_ds, val_labels, settings.patience, settings.max_minutes * 60)
+    started = time.monotonic()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=settings.epochs,
+        class_weight=data.class_weights(train_labels),
+        callbacks=[selection],
+        verbose=2 if not sys.stdout.isatty() else "auto",
+    )
+    seconds = time.monotonic() - started
+    epochs_run = len(history.history["loss"])
+    val_logits = network.logits_model(model).predict(val_ds, verbose=0)
+    temperature = fit_temperature(val_logits, val_labels)
+    return TrainResult(
+        model=network.with_temperature(model, temperature),
+        history=pd.DataFrame(history.history).rename_axis("epoch").reset_index(),
+        temperature=temperature,
+        best_epoch=selection.best_epoch + 1,
+        best_val_balanced_accuracy=float(selection.best_score),
+        seconds=seconds,
+        images_per_second=epochs_run * len(train_table) / seconds,
+        train_images=len(train_table),
+    )
+
+
+def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir: Path) -> Path:
+    """Save model.h5, history.csv, the training-curve plot, LiteRT export and metadata.json."""
+    from model import export, plots  # TensorFlow-Lite conversion is only needed here
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.model.save(out_dir / config.MODEL_H5_FILE)
+    result.history.to_csv(out_dir / "history.csv", index=False)
+    plots.training_curves(result.history, out_dir / "training_curves.png")
+    export.export_litert(result.model, out_dir / config.MODEL_TFLITE_FILE)
+    split_info = json.loads((Path(work_dir) / config.SPLIT_INFO_FILE).read_text())
+    metadata = export.build_metadata(
+        training={
+            **asdict(settings),
+            "temperature": result.temperature,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
+            "wall_seconds": round(result.seconds, 1),
+            "images_per_second": round(result.images_per_second, 1),
+            "train_images": result.train_images,
+        },
+        data={"split_content_hash": split_info["content_hash"], "split": split_info},
+    )
+    export.write_metadata(metadata, out_dir)
+    return out_dir
+
+
+def _schedule(settings: TrainConfig, train_images: int) -> keras.optimizers.schedules.CosineDecay:
+    steps_per_epoch = math.ceil(train_images / settings.batch_size)
+    warmup = settings.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=settings.learning_rate / 20,
+        decay_steps=max(1, settings.epochs * steps_per_epoch - warmup),
+        warmup_target=settings.learning_rate,
+        warmup_steps=warmup,
+        alpha=0.01,
+    )
+
+
+def _limit(table: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
+    if per_class is None:
+        return table
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby("label").head(per_class).reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
+    parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR, help="data_prep output folder")
+    parser.add_argument("--out-dir", type=Path, default=config.MODEL_DIR, help="model folder to write")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes, not a model)")
+    for field, default in asdict(TrainConfig()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default) if default is not None else int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    settings = TrainConfig(**{**(QUICK if args.quick else {}), **overrides})
+    try:
+        result = train(settings, args.work_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = save_run(result, settings, args.out_dir, args.work_dir)
+    print(
+        f"trained {len(result.history)} epochs in {result.seconds / 60:.1f} min "
+        f"({result.images_per_second:.0f} img/s); best epoch {result.best_epoch}, "
+        f"val balanced accuracy {result.best_val_balanced_accuracy:.3f}, T={result.temperature:.2f} -> {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

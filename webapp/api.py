@@ -1,0 +1,70 @@
+"""The JSON API: /api/v1/predict, /api/v1/model, /api/v1/openapi.json, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from flask import Blueprint, jsonify, request
+
+from webapp.errors import error_response
+from webapp.openapi import openapi_document
+from webapp.prediction import UploadError, classifier, predict_upload
+
+bp = Blueprint("api", __name__)
+
+TRUE_VALUES = ("1", "true", "yes", "on")
+
+
+@bp.post("/api/v1/predict")
+def predict():
+    """Classify a multipart image upload (field `image`); `heatmap=true` adds the heat map PNG."""
+    want_heatmap = request.args.get("heatmap", request.form.get("heatmap", "")).lower() in TRUE_VALUES
+    try:
+        result = predict_upload(request.files.get("image"), with_pictures=want_heatmap)
+    except UploadError as exc:
+        return error_response(exc.status, str(exc))
+    prediction = result.prediction
+    metadata = classifier().metadata
+    body = {
+        "model": {"name": metadata["name"], "version": metadata["version"]},
+        "top_class": prediction.top_class,
+        "probabilities": prediction.probabilities,
+        "melanoma_probability": prediction.melanoma_probability,
+        "risk_group": prediction.risk_group,
+        "risk_probabilities": prediction.risk_probabilities,
+        "malignant_flag": prediction.malignant_flag,
+        "inference_ms": round(prediction.inference_ms, 3),
+        "disclaimer": "Not a diagnosis. See a doctor about any lesion that worries you.",
+    }
+    if want_heatmap:
+        body["heatmap_png_base64"] = base64.b64encode(result.heatmap_png).decode()
+    return jsonify(body)
+
+
+@bp.get("/api/v1/model")
+def model_metadata():
+    """The served model's metadata: classes, risk groups, input, training and metrics."""
+    return jsonify(classifier().metadata)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API."""
+    return jsonify(openapi_document())
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: the model is loaded and produces a valid probability vector."""
+    model = classifier()
+    probabilities, _ = model.predict_array(np.zeros((*model.input_size, 3), dtype=np.float32))
+    if not (np.all(np.isfinite(probabilities)) and abs(float(probabilities.sum()) - 1) < 1e-3):
+        return jsonify({"status": "not ready", "reason": "model output is not a distribution"}), 503
+    return jsonify({"status": "ready", "model": model.metadata["name"], "version": model.metadata["version"]})

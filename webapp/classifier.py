@@ -1,0 +1,111 @@
+"""The serving classifier: the LiteRT export of the trained model, rebuilt from its metadata.
+
+No TensorFlow here: ai-edge-litert runs the `.tflite` file, Pillow and NumPy do the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from PIL import Image
+
+from model import config
+from model.preprocessing import to_model_input
+
+
+class ModelLoadError(RuntimeError):
+    """The model folder is missing, incomplete or holds a file that is not the expected model."""
+
+
+@dataclass
+class Prediction:
+    """What the model says about one image."""
+
+    probabilities: dict[str, float]
+    top_class: str
+    melanoma_probability: float
+    risk_group: str
+    risk_probabilities: dict[str, float]
+    malignant_flag: bool
+    class_map: np.ndarray  # (8, 8) activation map of the top class, for the heat map
+    inference_ms: float
+
+
+class Classifier:
+    """A LiteRT interpreter plus the metadata that says how to read its outputs."""
+
+    def __init__(self, model_path: Path, metadata: dict, num_threads: int = 1):
+        self.metadata = metadata
+        self.model_dir = Path(model_path).parent
+        self.class_names: list[str] = metadata["class_names"]
+        self.input_size = tuple(metadata["input"]["size"])
+        self.malignant_threshold = (
+            metadata.get("metrics", {}).get("operating_point", {}).get("malignant_threshold", 0.5)
+        )
+        try:
+            self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{model_path} is not a valid LiteRT model: {exc}") from exc
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        outputs = {len(d["shape"]): d["index"] for d in self._interpreter.get_output_details()}
+        if set(outputs) != {2, 4}:
+            raise ModelLoadError(f"{model_path} lacks the probabilities and class-map outputs.")
+        self._probabilities, self._class_maps = outputs[2], outputs[4]
+        # One interpreter is not safe to call from two threads at once.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, num_threads: int = 1) -> Classifier:
+        """Load metadata.json and the LiteRT file it names; raise ModelLoadError if either is wrong."""
+        model_dir = Path(model_dir)
+        metadata_path = model_dir / config.METADATA_FILE
+        try:
+            metadata = json.loads(metadata_path.read_text())
+            model_path = model_dir / metadata["files"]["litert"]
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"No model metadata at {metadata_path}: {exc.strerror}.") from exc
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{metadata_path} is not valid model metadata: {exc}") from exc
+        if not model_path.is_file():
+            raise ModelLoadError(f"Model file {model_path} is missing.")
+        return cls(model_path, metadata, num_threads)
+
+    def predict(self, image: Image.Image) -> Prediction:
+        """Classify one upright RGB image."""
+        started = time.perf_counter()
+        probabilities, class_maps = self.predict_array(to_model_input(image, self.input_size))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return self._describe(probabilities, class_maps, elapsed_ms)
+
+    def predict_array(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs for one preprocessed (H, W, 3) array: probabilities (9,), class maps (8, 8, 9)."""
+        with self._lock:
+            self._interpreter.set_tensor(self._input, pixels[np.newaxis].astype(np.float32))
+            self._interpreter.invoke()
+            probabilities = self._interpreter.get_tensor(self._probabilities)[0].copy()
+            class_maps = self._interpreter.get_tensor(self._class_maps)[0].copy()
+        return probabilities, class_maps
+
+    def _describe(self, probabilities: np.ndarray, class_maps: np.ndarray, elapsed_ms: float) -> Prediction:
+        by_class = {name: float(p) for name, p in zip(self.class_names, probabilities)}
+        top = int(np.argmax(probabilities))
+        risk = {
+            group: float(sum(by_class[c] for c in classes)) for group, classes in config.RISK_GROUPS.items()
+        }
+        return Prediction(
+            probabilities=by_class,
+            top_class=self.class_names[top],
+            melanoma_probability=by_class[config.MELANOMA],
+            risk_group=config.RISK_OF_CLASS[self.class_names[top]],
+            risk_probabilities=risk,
+            malignant_flag=risk["malignant"] >= self.malignant_threshold,
+            class_map=class_maps[:, :, top],
+            inference_ms=elapsed_ms,
+        )

@@ -1,0 +1,49 @@
+"""Error pages and JSON errors: a clear message and a 4xx, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    404: "There is no page at this address.",
+    405: "This address does not accept that method.",
+    413: "The file is too large. Please upload a photo under {limit} MB.",
+    500: "Something went wrong on our side. Please try again.",
+}
+
+
+def wants_json() -> bool:
+    """API paths and clients that prefer JSON get JSON errors; browsers get a page."""
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/readyz"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(status: int, message: str):
+    """A JSON body or an HTML page with the message, and the status."""
+    if wants_json():
+        return jsonify({"error": {"status": status, "message": message}}), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def init_app(app: Flask) -> None:
+    """Register handlers for every HTTP error and for unexpected exceptions."""
+
+    @app.errorhandler(HTTPException)
+    def handle_http(error: HTTPException):
+        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        message = MESSAGES.get(error.code, error.description or "").format(limit=limit)
+        return error_response(error.code or 500, message)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        # The traceback goes to the server log only; the request body is never logged.
+        log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.path, exc_info=True)
+        return error_response(InternalServerError.code, MESSAGES[500])

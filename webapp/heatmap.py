@@ -1,0 +1,62 @@
+"""Heat map: the top class's activation map drawn over the photo, as PNG bytes (Pillow + NumPy)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+DISPLAY_SIZE = 320  # longest side of the picture returned to the browser or API client
+
+# A perceptually ordered blue -> yellow -> red ramp (anchor colours of matplotlib's "turbo").
+_ANCHORS = np.array(
+    [[48, 18, 59], [70, 131, 251], [27, 229, 181], [164, 252, 60], [251, 185, 56], [216, 59, 12], [122, 4, 3]],
+    dtype=np.float32,
+)
+
+
+def normalise_map(class_map: np.ndarray) -> np.ndarray:
+    """Scale an activation map to 0..1 (flat maps give all zeros)."""
+    low, high = float(class_map.min()), float(class_map.max())
+    if high - low < 1e-12:
+        return np.zeros_like(class_map, dtype=np.float32)
+    return ((class_map - low) / (high - low)).astype(np.float32)
+
+
+def colourise(weights: np.ndarray) -> np.ndarray:
+    """Map 0..1 values to RGB uint8 along the colour ramp."""
+    position = np.clip(weights, 0, 1) * (len(_ANCHORS) - 1)
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, len(_ANCHORS) - 1)
+    fraction = (position - lower)[..., None]
+    return (_ANCHORS[lower] * (1 - fraction) + _ANCHORS[upper] * fraction).astype(np.uint8)
+
+
+def overlay(image: Image.Image, class_map: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The photo, downsized for display, with the normalised map blended over it."""
+    photo = display_copy(image)
+    weights = Image.fromarray(normalise_map(class_map)).resize(photo.size, Image.Resampling.BICUBIC)
+    heat = Image.fromarray(colourise(np.asarray(weights)))
+    return Image.blend(photo, heat, alpha)
+
+
+def display_copy(image: Image.Image) -> Image.Image:
+    """An RGB copy no larger than DISPLAY_SIZE on its longest side."""
+    photo = image.convert("RGB")
+    photo.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
+    return photo
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode an image as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    """Encode an image as JPEG (for showing the uploaded photo back without storing it)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

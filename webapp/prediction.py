@@ -1,0 +1,68 @@
+"""The one path from uploaded bytes to a prediction, shared by the page and the API."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+
+from model.preprocessing import ImageError, ImageTooLarge, UnsupportedImage, decode_image
+from webapp import heatmap
+from webapp.classifier import Classifier, Prediction
+
+
+class UploadError(ValueError):
+    """A bad upload; carries the HTTP status and a message that is safe to show."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Result:
+    """A prediction plus the pictures to show with it."""
+
+    prediction: Prediction
+    heatmap_png: bytes
+    photo_jpeg: bytes
+
+
+def classifier() -> Classifier:
+    """The classifier loaded once for this worker."""
+    return current_app.extensions["classifier"]
+
+
+def predict_upload(upload: FileStorage | None, with_pictures: bool = True) -> Result:
+    """Decode an uploaded file (in memory only), classify it, and draw the heat map."""
+    if upload is None or not upload.filename:
+        raise UploadError("No file was uploaded. Choose a photo of the skin lesion.")
+    data = upload.read()  # held in memory only; never written to disk or logged
+    model = classifier()
+    try:
+        image = decode_image(data, model.input_size)
+    except ImageError as exc:
+        raise UploadError(str(exc), _status_for(exc)) from None
+    prediction = model.predict(image)
+    if not with_pictures:
+        return Result(prediction, b"", b"")
+    return Result(
+        prediction,
+        heatmap.png_bytes(heatmap.overlay(image, prediction.class_map)),
+        heatmap.jpeg_bytes(heatmap.display_copy(image)),
+    )
+
+
+def data_uri(content: bytes, mime: str) -> str:
+    """Inline a picture into the page, so nothing of the upload is served from a URL."""
+    return f"data:{mime};base64,{base64.b64encode(content).decode()}"
+
+
+def _status_for(error: ImageError) -> int:
+    if isinstance(error, ImageTooLarge):
+        return 413
+    if isinstance(error, UnsupportedImage):
+        return 415
+    return 400
