@@ -18,6 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model import config
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO")
+# Leading bytes of the formats we read: a file that starts like one but fails to open is corrupt,
+# not of the wrong type.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 class ImageError(ValueError):
@@ -71,8 +74,10 @@ def _open(data: bytes) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
-            raise ImageTooLarge("The image has too many pixels.") from exc
+            raise ImageTooLarge("The image is too large: it has more pixels than we decode.") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if data.startswith(_SIGNATURES):
+                raise ImageError("The image is truncated or corrupt.") from exc
             raise UnsupportedImage(
                 "The file is not an image we can read. Please upload a JPEG or PNG photo."
             ) from exc

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 
-from flask import Flask
+from flask import Flask, Request
 from flask_bootstrap import Bootstrap5
 
 from model import config
 from webapp.classifier import Classifier
 
 bootstrap = Bootstrap5()
+
+
+class InMemoryRequest(Request):
+    """A request whose uploaded files stay in memory.
+
+    Werkzeug spools file parts over 500 KB to a temporary file; uploads are medical photos that must
+    never touch the disk, and MAX_CONTENT_LENGTH already bounds how much memory one can take.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
 
 DEFAULTS = {
     "MODEL_DIR": str(config.MODEL_DIR),
@@ -25,6 +37,7 @@ DEFAULTS = {
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults, then the environment, then test_config; load the classifier once."""
     app = Flask(__name__)
+    app.request_class = InMemoryRequest
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("SKIN")  # e.g. SKIN_MODEL_DIR, SKIN_MAX_CONTENT_LENGTH
     if "MODEL_DIR" in os.environ:

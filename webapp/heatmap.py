@@ -42,10 +42,10 @@ def overlay(image: Image.Image, class_map: np.ndarray, alpha: float = 0.45) -> I
 
 
 def display_copy(image: Image.Image) -> Image.Image:
-    """An RGB copy no larger than DISPLAY_SIZE on its longest side."""
-    photo = image.convert("RGB")
-    photo.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
-    return photo
+    """An RGB copy scaled (up or down) to DISPLAY_SIZE on its longest side, aspect kept."""
+    scale = DISPLAY_SIZE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
 
 
 def png_bytes(image: Image.Image) -> bytes:

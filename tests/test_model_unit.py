@@ -1,0 +1,154 @@
+"""Model builder, colour constancy, input pipeline, calibration, metrics and export on tiny inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import config
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import keras
+
+    from model.network import build_model
+
+    keras.utils.set_random_seed(1)
+    return build_model(width=4)
+
+
+def test_build_model_shapes_and_probabilities(tiny_model):
+    assert tiny_model.input_shape == (None, *config.IMAGE_SIZE, 3)
+    x = np.random.default_rng(0).uniform(0, 255, (3, *config.IMAGE_SIZE, 3)).astype("float32")
+    p = tiny_model.predict(x, verbose=0)
+    assert p.shape == (3, config.NUM_CLASSES)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    layer_types = {type(layer).__name__ for layer in tiny_model.layers}
+    assert {"Conv2D", "BatchNormalization", "MaxPooling2D", "Dropout"} <= layer_types
+    assert tiny_model.get_layer("features").output.shape[1:3] == (8, 8)
+
+
+def test_build_model_is_pure_and_width_scales_parameters():
+    from model.network import build_model
+
+    assert build_model(width=8).count_params() > build_model(width=4).count_params()
+
+
+def test_shades_of_grey_removes_a_colour_cast():
+    from model.network import ShadesOfGrey
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(60, 200, (1, 32, 32, 3)).astype("float32")
+    cast = image * np.array([1.0, 0.8, 0.6], dtype="float32")
+    layer = ShadesOfGrey()
+    plain, corrected = np.asarray(layer(image)), np.asarray(layer(cast))
+    # The cast's colour goes; its overall darkening (one scalar) stays, as intended.
+    np.testing.assert_allclose(corrected / corrected.mean(), plain / plain.mean(), atol=2e-3)
+    channel_means = corrected.mean(axis=(0, 1, 2))
+    assert channel_means.max() / channel_means.min() < 1.05  # the uncorrected cast is 1.0 : 0.6
+
+
+def test_temperature_divides_logits(tiny_model):
+    from scipy.special import softmax
+
+    from model.network import logits_model, with_temperature
+
+    x = np.random.default_rng(1).uniform(0, 255, (2, *config.IMAGE_SIZE, 3)).astype("float32")
+    logits = logits_model(tiny_model).predict(x, verbose=0)
+    calibrated = with_temperature(tiny_model, 2.5).predict(x, verbose=0)
+    np.testing.assert_allclose(calibrated, softmax(logits / 2.5, axis=1), atol=1e-5)
+
+
+def test_class_maps_average_to_the_logits(tiny_model):
+    from model.network import logits_model, serving_model
+
+    x = np.random.default_rng(2).uniform(0, 255, (2, *config.IMAGE_SIZE, 3)).astype("float32")
+    probabilities, maps = serving_model(tiny_model).predict(x, verbose=0)
+    logits = logits_model(tiny_model).predict(x, verbose=0)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), logits, atol=1e-4)
+    np.testing.assert_allclose(probabilities, tiny_model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_input_pipeline_batches_decoded_images(synthetic_prepared):
+    from model import data
+
+    table = data.read_training_set(synthetic_prepared)
+    labels = data.label_indices(table.label)
+    dataset = data.make_dataset(table.path, labels, batch_size=16, training=True)
+    images, batch_labels = next(iter(dataset))
+    assert images.shape == (16, *config.IMAGE_SIZE, 3)
+    assert images.dtype.name == "float32"
+    assert 0.0 <= float(np.min(images)) and float(np.max(images)) <= 255.0
+    assert set(np.asarray(batch_labels)) <= set(range(config.NUM_CLASSES))
+
+
+def test_eval_pipeline_matches_shared_preprocessing(synthetic_prepared):
+    from model import data
+    from model.preprocessing import load_image_file
+
+    table = data.read_subset("val", synthetic_prepared)
+    dataset = data.make_dataset(table.path[:4], data.label_indices(table.label[:4]), batch_size=4)
+    images, _ = next(iter(dataset))
+    expected = np.stack([load_image_file(p) for p in table.path[:4]])
+    np.testing.assert_array_equal(np.asarray(images), expected)
+
+
+def test_class_weights_balance_the_loss():
+    from model.data import class_weights
+
+    weights = class_weights(np.array([0] * 30 + [1] * 10 + [2] * 20), num_classes=3)
+    assert weights[1] == pytest.approx(3 * weights[0])
+    assert np.mean([weights[0] * 30, weights[1] * 10, weights[2] * 20]) == pytest.approx(20)
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    from model.calibration import expected_calibration_error, fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 3, (4000, 5))
+    labels = np.array([rng.choice(5, p=np.exp(t) / np.exp(t).sum()) for t in true_logits])
+    overconfident = true_logits * 3.0
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    from scipy.special import softmax
+
+    assert expected_calibration_error(softmax(overconfident / temperature, axis=1), labels) < (
+        expected_calibration_error(softmax(overconfident, axis=1), labels)
+    )
+
+
+def test_metrics_on_a_known_prediction():
+    from model.evaluate import choose_threshold, evaluate
+
+    labels = np.arange(config.NUM_CLASSES).repeat(4)
+    probabilities = np.full((len(labels), config.NUM_CLASSES), 0.01)
+    probabilities[np.arange(len(labels)), labels] = 0.92  # every image right, confidently
+    probabilities[0] = np.roll(probabilities[0], 1)  # one wrong
+    threshold = choose_threshold(probabilities, labels)
+    metrics = evaluate(probabilities, labels, threshold)
+    assert metrics["accuracy"] == pytest.approx(35 / 36)
+    assert metrics["balanced_accuracy"] == pytest.approx((8 + 0.75) / 9)
+    assert metrics["melanoma_vs_rest_auc"] == pytest.approx(1.0)
+    assert metrics["malignant_sensitivity"] >= 0.85
+    low, high = metrics["intervals_95"]["accuracy"]
+    assert low <= metrics["accuracy"] <= high
+    assert np.array(metrics["confusion_matrix"]).sum() == len(labels)
+
+
+def test_litert_export_matches_keras(tiny_model_dir, synthetic_dataset):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from model.export import load_keras_model
+    from model.preprocessing import load_image_file
+
+    files = synthetic_dataset["files"]["Test/nevus"]
+    images = np.stack([load_image_file(p) for p in files])
+    expected = load_keras_model(tiny_model_dir).predict(images, verbose=0)
+    interpreter = Interpreter(model_path=str(tiny_model_dir / config.MODEL_TFLITE_FILE))
+    interpreter.allocate_tensors()
+    outputs = {len(d["shape"]): d["index"] for d in interpreter.get_output_details()}
+    for image, want in zip(images, expected):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        interpreter.invoke()
+        np.testing.assert_allclose(interpreter.get_tensor(outputs[2])[0], want, atol=1e-5)

@@ -1,0 +1,315 @@
+"""The web app with Flask's test client: every route, every bad input, headers, OpenAPI."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import zlib
+import struct
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import config
+
+
+# --- Helpers building uploads ---------------------------------------------------------------------
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _lesion(size=(180, 180), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = rng.uniform(0, 255, (size[1], size[0], 3)).astype(np.uint8)
+    pixels[size[1] // 4 : size[1] // 2, size[0] // 4 : size[0] // 2] = (60, 30, 20)
+    return Image.fromarray(pixels)
+
+
+def _png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header announcing width*height pixels, with a tiny compressed body."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def _post(client, content: bytes, name: str = "photo.jpg", api: bool = True):
+    url = "/api/v1/predict" if api else "/"
+    return client.post(url, data={"image": (io.BytesIO(content), name)}, content_type="multipart/form-data")
+
+
+VALID_UPLOADS = {
+    "jpeg": lambda: _encode(_lesion(), "JPEG"),
+    "png": lambda: _encode(_lesion(), "PNG"),
+    "grayscale": lambda: _encode(_lesion().convert("L"), "PNG"),
+    "rgba": lambda: _encode(_lesion().convert("RGBA"), "PNG"),
+    "cmyk_jpeg": lambda: _encode(_lesion().convert("CMYK"), "JPEG"),
+    "16bit_png": lambda: _encode(Image.fromarray((np.arange(180 * 180).reshape(180, 180) % 65535).astype(np.uint16)), "PNG"),
+    "animated_gif": lambda: _encode(_lesion(), "GIF", save_all=True, append_images=[_lesion(seed=1)], loop=0),
+    "palette_png": lambda: _encode(_lesion().convert("P"), "PNG"),
+    "webp": lambda: _encode(_lesion(), "WEBP"),
+    "phone_photo_12mp": lambda: _encode(_lesion((3000, 4000)), "JPEG", quality=80),
+}
+
+BAD_UPLOADS = {
+    "text": (b"this is not an image at all", "notes.txt", 415, "not an image"),
+    "empty": (b"", "empty.jpg", 400, "empty"),
+    "truncated_jpeg": (None, "cut.jpg", 400, "truncated or corrupt"),
+    "corrupt_png": (None, "broken.png", 400, "truncated or corrupt"),
+    "pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", "scan.pdf", 415, "not an image"),
+    "ico": (None, "icon.ico", 415, "Unsupported image format"),
+    "bomb": (None, "bomb.png", 413, "too large"),
+}
+
+
+def _bad_content(key: str) -> bytes:
+    content = BAD_UPLOADS[key][0]
+    if content is not None:
+        return content
+    if key == "truncated_jpeg":
+        return _encode(_lesion(), "JPEG")[:600]
+    if key == "corrupt_png":
+        data = bytearray(_encode(_lesion(), "PNG"))
+        data[100:400] = b"\x00" * 300
+        return bytes(data)
+    if key == "ico":
+        return _encode(_lesion((64, 64)), "ICO")
+    return _png_bomb()
+
+
+# --- Routes ---------------------------------------------------------------------------------------
+def test_index_page_has_upload_form(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'enctype="multipart/form-data"' in html and 'capture="environment"' in html
+    assert "not a diagnosis" in html
+    assert "cdn." not in html and "https://" not in html  # every asset served locally
+
+
+@pytest.mark.parametrize("asset", ["/static/app.js", "/static/app.css", "/bootstrap/static/css/bootstrap.min.css",
+                                   "/bootstrap/static/js/bootstrap.min.js"])
+def test_assets_are_served_by_the_app(client, asset):
+    assert client.get(asset).status_code == 200
+
+
+def test_about_page_is_built_from_metadata(client):
+    html = client.get("/about").get_data(as_text=True)
+    for name in config.CLASS_NAMES:
+        assert name in html
+    assert "not a diagnosis" in html and "Limitations" in html
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["status"] == "ready"
+
+
+def test_model_endpoint_returns_metadata(client):
+    body = client.get("/api/v1/model").json
+    assert body["class_names"] == list(config.CLASS_NAMES)
+    assert body["risk_groups"]["malignant"] == list(config.RISK_GROUPS["malignant"])
+
+
+def test_unknown_route_gives_clean_404(client):
+    page = client.get("/no-such-page")
+    assert page.status_code == 404 and b"Traceback" not in page.data
+    assert client.get("/api/v1/nothing").json["error"]["status"] == 404
+
+
+def test_wrong_method_gives_405_json(client):
+    response = client.get("/api/v1/predict")
+    assert response.status_code == 405 and response.json["error"]["status"] == 405
+
+
+def test_plot_route_only_serves_known_files(client):
+    assert client.get("/model/plots/metadata.json").status_code == 404
+    assert client.get("/model/plots/..%2Fmodel.h5").status_code == 404
+
+
+# --- Predictions ----------------------------------------------------------------------------------
+def test_api_prediction_matches_openapi_schema(client):
+    response = client.post("/api/v1/predict?heatmap=true", data={"image": (io.BytesIO(VALID_UPLOADS["jpeg"]()), "a.jpg")})
+    assert response.status_code == 200
+    body = response.json
+    spec = client.get("/api/v1/openapi.json").json
+    _validate(body, "Prediction", spec)
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert body["top_class"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert body["risk_group"] == config.RISK_OF_CLASS[body["top_class"]]
+    assert body["melanoma_probability"] == body["probabilities"]["melanoma"]
+    heat = Image.open(io.BytesIO(__import__("base64").b64decode(body["heatmap_png_base64"])))
+    assert heat.format == "PNG" and max(heat.size) == 320
+
+
+def test_openapi_describes_every_api_route_and_errors_match(client):
+    spec = client.get("/api/v1/openapi.json").json
+    assert set(spec["paths"]) == {"/api/v1/predict", "/api/v1/model", "/healthz", "/readyz"}
+    _validate(client.get("/api/v1/model").json, "ModelMetadata", spec)
+    _validate(client.get("/readyz").json, "Status", spec)
+    error = _post(client, b"nope", "x.txt")
+    assert str(error.status_code) in spec["paths"]["/api/v1/predict"]["post"]["responses"]
+    _validate(error.json, "Error", spec)
+
+
+def test_heatmap_is_optional(client):
+    body = _post(client, VALID_UPLOADS["jpeg"]()).json
+    assert "heatmap_png_base64" not in body
+
+
+@pytest.mark.parametrize("kind", sorted(VALID_UPLOADS))
+def test_valid_images_of_every_kind_are_classified(client, kind):
+    for api in (True, False):
+        response = _post(client, VALID_UPLOADS[kind](), f"upload.{kind}", api=api)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert "top-class" in response.get_data(as_text=True)  # the page shows the result
+
+
+def test_exif_rotated_photo_is_classified_upright(client):
+    upright = _lesion((120, 180), seed=3)
+    # Stored rotated; EXIF orientation 6 says "rotate 90 degrees clockwise to view".
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _post(client, _encode(stored, "JPEG", quality=100, exif=exif)).json
+    plain = _post(client, _encode(upright, "JPEG", quality=100)).json
+    wrong = _post(client, _encode(stored, "JPEG", quality=100)).json
+    diff = lambda a, b: max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in config.CLASS_NAMES)  # noqa: E731
+    assert diff(rotated, plain) < diff(wrong, plain)
+
+
+def test_16bit_png_is_scaled_not_clipped():
+    from model.preprocessing import decode_image
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    image = decode_image(_encode(Image.fromarray(ramp), "PNG"))
+    pixels = np.asarray(image)
+    assert pixels.min() == 0 and pixels.max() == 255 and 100 < pixels.mean() < 155
+
+
+# --- Bad input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", sorted(BAD_UPLOADS))
+def test_bad_uploads_get_clear_4xx(client, kind):
+    _, name, status, message = BAD_UPLOADS[kind]
+    content = _bad_content(kind)
+    api = _post(client, content, name)
+    assert api.status_code == status
+    assert message.lower() in api.json["error"]["message"].lower()
+    page = _post(client, content, name, api=False)
+    assert page.status_code == status
+    html = page.get_data(as_text=True)
+    assert message.lower() in html.lower() and "Traceback" not in html
+    assert 'id="upload-form"' in html  # the person can try again on the same page
+
+
+def test_missing_file_field(client):
+    response = client.post("/api/v1/predict", data={}, content_type="multipart/form-data")
+    assert response.status_code == 400 and "No file" in response.json["error"]["message"]
+    page = client.post("/", data={"image": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
+    assert page.status_code == 400 and b"No file" in page.data
+
+
+def test_upload_over_size_limit_gets_413(tiny_model_dir):
+    from webapp import create_app
+
+    small = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model_dir), "MAX_CONTENT_LENGTH": 100_000})
+    client = small.test_client()
+    big = _encode(_lesion((1500, 1500)), "PNG")
+    api = _post(client, big, "big.png")
+    assert api.status_code == 413 and "too large" in api.json["error"]["message"]
+    page = client.post("/", data={"image": (io.BytesIO(big), "big.png")}, headers={"Accept": "text/html"})
+    assert page.status_code == 413 and b"too large" in page.data
+
+
+def test_unexpected_error_is_a_clean_500(app, monkeypatch):
+    classifier = app.extensions["classifier"]
+    monkeypatch.setattr(classifier, "predict", lambda image: 1 / 0)
+    response = _post(app.test_client(), VALID_UPLOADS["jpeg"]())
+    assert response.status_code == 500
+    assert "ZeroDivision" not in response.get_data(as_text=True)
+    assert response.json["error"]["message"].startswith("Something went wrong")
+
+
+# --- Privacy and headers --------------------------------------------------------------------------
+def test_uploads_never_touch_disk_and_are_not_logged(client, monkeypatch, caplog):
+    import tempfile
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_disk)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_disk)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", no_disk)
+    caplog.set_level(logging.DEBUG)
+    photo = VALID_UPLOADS["phone_photo_12mp"]()
+    assert len(photo) > 1024 * 500  # bigger than Werkzeug's in-memory threshold
+    assert _post(client, photo, "my-private-mole.jpg").status_code == 200
+    assert _post(client, b"garbage", "my-private-mole.txt").status_code == 415
+    assert "my-private-mole" not in caplog.text
+
+
+def test_security_headers_on_every_response(client):
+    for response in (client.get("/"), client.get("/healthz"), client.get("/nope"), _post(client, b"x", "x.txt")):
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_pages_have_no_inline_script(client):
+    import re
+
+    html = client.get("/").get_data(as_text=True) + client.get("/about").get_data(as_text=True)
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
+    assert " style=" not in html and "onclick" not in html
+
+
+def test_debug_is_off_by_default(app):
+    assert not app.debug
+
+
+def test_webapp_does_not_import_tensorflow(tiny_model_dir):
+    code = (
+        "import sys; from webapp import create_app; "
+        f"create_app({{'MODEL_DIR': {str(tiny_model_dir)!r}}}); "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# --- Start-up with a bad model --------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["missing_dir", "missing_tflite", "truncated_tflite", "bad_metadata"])
+def test_bad_model_fails_at_startup_with_a_clear_error(tiny_model_dir, tmp_path, damage):
+    import shutil
+
+    from webapp import create_app
+    from webapp.classifier import ModelLoadError
+
+    model_dir = tmp_path / "model"
+    if damage != "missing_dir":
+        shutil.copytree(tiny_model_dir, model_dir)
+    if damage == "missing_tflite":
+        (model_dir / config.MODEL_TFLITE_FILE).unlink()
+    if damage == "truncated_tflite":
+        path = model_dir / config.MODEL_TFLITE_FILE
+        path.write_bytes(path.read_bytes()[:2000])
+    if damage == "bad_metadata":
+        (model_dir / config.METADATA_FILE).write_text("{not json")
+    with pytest.raises(ModelLoadError):
+        create_app({"MODEL_DIR": str(model_dir)})
+
+
+def _validate(instance: dict, schema_name: str, spec: dict) -> None:
+    schema = {**spec["components"]["schemas"][schema_name], "components": spec["components"]}
+    resolver_schema = json.loads(json.dumps(schema).replace("#/components", "#/components"))
+    jsonschema.validate(instance, resolver_schema)
