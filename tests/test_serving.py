@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from model import config
-from tests.serving import gunicorn_server, post_image
+from bench.loopback import gunicorn_server, post_image
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = config.PROJECT_ROOT / "artifacts"

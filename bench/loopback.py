@@ -1,0 +1,200 @@
+"""Loopback servers and HTTP clients shared by the benchmark and the tests (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from model import config
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn_server(
+    model_dir: Path,
+    workers: int = 1,
+    extra_env: dict | None = None,
+    timeout: float = 60,
+    app: str | None = None,
+):
+    """Start gunicorn with the project's configuration on a free loopback port; yield (URL, process).
+
+    app replaces the configured WSGI app (the benchmark's baseline runs this way).
+    """
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "MODEL_DIR": str(model_dir), "WEB_CONCURRENCY": str(workers),
+           **(extra_env or {})}
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    command += [app] if app else []
+    process = subprocess.Popen(command, cwd=config.PROJECT_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, timeout)
+        yield base, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_ready(base: str, process: subprocess.Popen | None = None, timeout: float = 60) -> float:
+    """Poll /readyz until it answers 200; return the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (OSError, urllib.error.HTTPError):
+            time.sleep(0.05)
+    raise TimeoutError(f"{base}/readyz did not answer 200 within {timeout}s")
+
+
+def multipart(field: str, filename: str, content: bytes, content_type: str = "image/jpeg") -> tuple[bytes, str]:
+    """Encode one file as a multipart/form-data body; return (body, content-type header)."""
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def post_image(base: str, content: bytes, filename: str = "photo.jpg", query: str = "") -> tuple[int, dict]:
+    """POST an image to /api/v1/predict; return (status, JSON body)."""
+    body, content_type = multipart("image", filename, content)
+    request = urllib.request.Request(f"{base}/api/v1/predict{query}", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@dataclass
+class LoadResult:
+    """What a bounded load run measured."""
+
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    wrong: int = 0  # answered 200 but with a different result than expected
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def errors(self) -> int:
+        """Transport failures, 5xx answers and wrong answers."""
+        failed = sum(n for status, n in self.statuses.items() if status == 0 or status >= 500)
+        return failed + self.wrong
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def run_load(
+    base: str,
+    uploads: list[tuple[bytes, str]],
+    concurrency: int,
+    total: int | None = None,
+    seconds: float | None = None,
+    check: Callable[[int, int, dict], bool] | None = None,
+    path: str = "/api/v1/predict",
+) -> LoadResult:
+    """POST uploads round-robin from `concurrency` keep-alive clients until total or seconds is reached.
+
+    Bounded by construction: it stops after `total` requests or `seconds`, whichever is set (both:
+    the first reached). check(index, status, body) says whether an answer is right.
+    """
+    if total is None and seconds is None:
+        raise ValueError("a load run needs a bound: total or seconds")
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    bodies = [multipart("image", name, content) for content, name in uploads]
+    counter, lock = iter(range(total if total is not None else 10**9)), threading.Lock()
+    result = LoadResult(seconds=0.0)
+    deadline = time.monotonic() + seconds if seconds is not None else float("inf")
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        while time.monotonic() < deadline:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                break
+            body, content_type = bodies[index % len(bodies)]
+            started = time.perf_counter()
+            try:
+                connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+                response = connection.getresponse()
+                payload, status = response.read(), response.status
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=30)
+                payload, status = b"", 0
+            elapsed = (time.perf_counter() - started) * 1000
+            right = True
+            if check is not None and status == 200:
+                right = check(index % len(bodies), status, json.loads(payload))
+            with lock:
+                result.latencies_ms.append(elapsed)
+                result.statuses[status] += 1
+                result.wrong += 0 if right else 1
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    """PIDs of a gunicorn master's workers."""
+    import psutil
+
+    return [child.pid for child in psutil.Process(master_pid).children()]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process in MB."""
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
