@@ -103,8 +103,19 @@ def _training_text(training: dict) -> str:
         f"AdamW lr {training['learning_rate']} with {training['warmup_epochs']}-epoch warm-up and cosine "
         f"decay, width {training['width']}, seed {training['seed']}. Wall time "
         f"{training['wall_seconds'] / 60:.1f} min on {training.get('machine', 'a 2-core CPU')} "
-        f"({training['images_per_second']:.0f} training images/s). Softmax temperature "
-        f"{training['temperature']:.2f}, fitted on validation. Curves: `training_curves.png`."
+        f"({training['images_per_second']:.0f} training images/s). {_calibration_text(training)} "
+        "Curves: `training_curves.png`."
+    )
+
+
+def _calibration_text(training: dict) -> str:
+    calibration = training.get("calibration")
+    if not calibration:
+        return f"Softmax temperature {training['temperature']:.2f}, fitted on validation."
+    verdict = "applied" if calibration["applied"] else "not applied (it did not lower validation ECE)"
+    return (
+        f"Temperature scaling fitted on validation: T={calibration['fitted_temperature']:.2f}, validation "
+        f"ECE {calibration['val_ece_before']:.3f} before, {calibration['val_ece_after']:.3f} after; {verdict}."
     )
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from model import config, data, network
-from model.calibration import fit_temperature
+from model.calibration import apply_temperature, expected_calibration_error, fit_temperature
 
 log = logging.getLogger("model.train")
 
@@ -90,6 +90,7 @@ class TrainResult:
     model: keras.Model
     history: pd.DataFrame
     temperature: float
+    calibration: dict
     best_epoch: int
     best_val_balanced_accuracy: float
     seconds: float
@@ -124,18 +125,28 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     )
     seconds = time.monotonic() - started
     epochs_run = len(history.history["loss"])
-    val_logits = network.logits_model(model).predict(val_ds, verbose=0)
-    temperature = fit_temperature(val_logits, val_labels)
+    temperature, calibration = calibrate(network.logits_model(model).predict(val_ds, verbose=0), val_labels)
     return TrainResult(
         model=network.with_temperature(model, temperature),
         history=pd.DataFrame(history.history).rename_axis("epoch").reset_index(),
         temperature=temperature,
+        calibration=calibration,
         best_epoch=selection.best_epoch + 1,
         best_val_balanced_accuracy=float(selection.best_score),
         seconds=seconds,
         images_per_second=epochs_run * len(train_table) / seconds,
         train_images=len(train_table),
     )
+
+
+def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[float, dict]:
+    """Fit a softmax temperature on validation; keep it only if it lowers validation ECE."""
+    fitted = fit_temperature(val_logits, val_labels)
+    before = expected_calibration_error(apply_temperature(val_logits, 1.0), val_labels)
+    after = expected_calibration_error(apply_temperature(val_logits, fitted), val_labels)
+    temperature = fitted if after < before else 1.0
+    return temperature, {"fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": after,
+                         "applied": temperature != 1.0}
 
 
 def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir: Path) -> Path:
@@ -152,6 +163,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
         training={
             **asdict(settings),
             "temperature": result.temperature,
+            "calibration": result.calibration,
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
