@@ -14,7 +14,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,18 +86,23 @@ def runtime_table() -> list[dict]:
     rows = []
     for name, one, sixteen in (
         ("LiteRT (served)", litert(1), litert(16)),
-        ("Keras model.predict (baseline)", lambda x: keras_model.predict(x, verbose=0),
-         lambda x: keras_model.predict(x, verbose=0)),
+        (
+            "Keras model.predict (baseline)",
+            lambda x: keras_model.predict(x, verbose=0),
+            lambda x: keras_model.predict(x, verbose=0),
+        ),
     ):
-        latencies = _time_each(lambda i: one(images[i % len(images)][None]), 200)
-        batch_seconds = _time_each(lambda i: sixteen(images[(i * 16) % 96:(i * 16) % 96 + 16]), 20)
-        rows.append({
-            "runtime": name,
-            "p50_ms": np.percentile(latencies, 50),
-            "p99_ms": np.percentile(latencies, 99),
-            "img_s_batch1": 1000 / np.mean(latencies),
-            "img_s_batch16": 16_000 / np.mean(batch_seconds),
-        })
+        latencies = _time_each(lambda i, run=one: run(images[i % len(images)][None]), 200)
+        batch_seconds = _time_each(lambda i, run=sixteen: run(images[(i * 16) % 96 : (i * 16) % 96 + 16]), 20)
+        rows.append(
+            {
+                "runtime": name,
+                "p50_ms": np.percentile(latencies, 50),
+                "p99_ms": np.percentile(latencies, 99),
+                "img_s_batch1": 1000 / np.mean(latencies),
+                "img_s_batch16": 16_000 / np.mean(batch_seconds),
+            }
+        )
     return rows
 
 
@@ -123,11 +128,22 @@ def end_to_end(small, phone, requests: int) -> dict:
             run_load(base, small, 4, total=40)  # warm-up: every worker has answered
             rows = []
             for concurrency in (1, 4, 16):
-                for kind, uploads, total in (("180x180", small, requests), ("12 MP", phone, max(30, requests // 8))):
+                for kind, uploads, total in (
+                    ("180x180", small, requests),
+                    ("12 MP", phone, max(30, requests // 8)),
+                ):
                     load = run_load(base, uploads, concurrency, total=total)
-                    rows.append({"concurrency": concurrency, "image": kind, "rps": load.rps,
-                                 "p50_ms": load.percentile(50), "p99_ms": load.percentile(99),
-                                 "errors": load.errors, "requests": load.requests})
+                    rows.append(
+                        {
+                            "concurrency": concurrency,
+                            "image": kind,
+                            "rps": load.rps,
+                            "p50_ms": load.percentile(50),
+                            "p99_ms": load.percentile(99),
+                            "errors": load.errors,
+                            "requests": load.requests,
+                        }
+                    )
         results[name] = {"cold_start_s": cold, "rows": rows}
     return results
 
@@ -143,8 +159,13 @@ def memory(small, requests: int) -> dict:
             load = run_load(base, small, 16, total=count)
             after = rss_mb(worker)
             same_worker = worker in worker_pids(process.pid)
-        out[name] = {"warm_mb": warm, "after_mb": after, "requests": load.requests,
-                     "errors": load.errors, "same_worker": same_worker}
+        out[name] = {
+            "warm_mb": warm,
+            "after_mb": after,
+            "requests": load.requests,
+            "errors": load.errors,
+            "same_worker": same_worker,
+        }
     return out
 
 
@@ -191,12 +212,30 @@ def budgets(sections: dict) -> list[tuple[str, str, str, bool]]:
     mem = sections["memory"]["ours"]
     growth = (mem["after_mb"] - mem["warm_mb"]) / mem["warm_mb"] * 100
     return [
-        ("p50, concurrency 1, 180x180 JPEG", f"{small_c1['p50_ms']:.1f} ms", "<= 15 ms", small_c1["p50_ms"] <= 15),
-        ("p50, concurrency 1, 12 MP JPEG", f"{phone_c1['p50_ms']:.1f} ms", "<= 150 ms", phone_c1["p50_ms"] <= 150),
-        ("requests/s at concurrency 16 vs baseline", f"{ratio:.1f}x, {ours_c16['errors']} errors",
-         ">= 10x, 0 errors", ratio >= 10 and ours_c16["errors"] == 0),
-        ("one worker's resident memory", f"{max(mem['warm_mb'], mem['after_mb']):.0f} MB", "< 200 MB",
-         max(mem["warm_mb"], mem["after_mb"]) < 200),
+        (
+            "p50, concurrency 1, 180x180 JPEG",
+            f"{small_c1['p50_ms']:.1f} ms",
+            "<= 15 ms",
+            small_c1["p50_ms"] <= 15,
+        ),
+        (
+            "p50, concurrency 1, 12 MP JPEG",
+            f"{phone_c1['p50_ms']:.1f} ms",
+            "<= 150 ms",
+            phone_c1["p50_ms"] <= 150,
+        ),
+        (
+            "requests/s at concurrency 16 vs baseline",
+            f"{ratio:.1f}x, {ours_c16['errors']} errors",
+            ">= 10x, 0 errors",
+            ratio >= 10 and ours_c16["errors"] == 0,
+        ),
+        (
+            "one worker's resident memory",
+            f"{max(mem['warm_mb'], mem['after_mb']):.0f} MB",
+            "< 200 MB",
+            max(mem["warm_mb"], mem["after_mb"]) < 200,
+        ),
         (f"memory growth over {mem['requests']:,} requests", f"{growth:+.1f}%", "< 10%", growth < 10),
         ("cold start to /readyz 200", f"{ours['cold_start_s']:.2f} s", "< 5 s", ours["cold_start_s"] < 5),
     ]
@@ -207,7 +246,7 @@ def render(sections: dict, args) -> str:
     lines = [
         "# Performance",
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m bench` on {_machine()}. "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench` on {_machine()}. "
         "Load runs on 127.0.0.1 with a threaded keep-alive client in the same machine (it competes "
         "for the same 2 cores). Ours: gunicorn with `gunicorn.conf.py` (2 gthread workers x 4 threads) "
         "serving the LiteRT model. Baseline: `bench/baseline_app.py`, Flask calling the Keras `.h5` "
@@ -218,43 +257,74 @@ def render(sections: dict, args) -> str:
         "| budget | measured | limit | holds |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {name} | {measured} | {limit} | {'yes' if ok else '**no**'} |"
-              for name, measured, limit, ok in budgets(sections)]
-    lines += ["", "## Serving runtime alone (preprocessed 128x128 input, 1 thread)", "",
-              "| runtime | p50 ms | p99 ms | img/s batch 1 | img/s batch 16 |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {name} | {measured} | {limit} | {'yes' if ok else '**no**'} |"
+        for name, measured, limit, ok in budgets(sections)
+    ]
+    lines += [
+        "",
+        "## Serving runtime alone (preprocessed 128x128 input, 1 thread)",
+        "",
+        "| runtime | p50 ms | p99 ms | img/s batch 1 | img/s batch 16 |",
+        "|---|---|---|---|---|",
+    ]
     runtime = sections["runtime"]
     for r in runtime:
-        lines.append(f"| {r['runtime']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['img_s_batch1']:.0f} | "
-                     f"{r['img_s_batch16']:.0f} |")
-    lines.append(f"\nLiteRT vs Keras: {runtime[1]['p50_ms'] / runtime[0]['p50_ms']:.0f}x lower p50 at batch 1.")
+        lines.append(
+            f"| {r['runtime']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['img_s_batch1']:.0f} | "
+            f"{r['img_s_batch16']:.0f} |"
+        )
+    lines.append(
+        f"\nLiteRT vs Keras: {runtime[1]['p50_ms'] / runtime[0]['p50_ms']:.0f}x lower p50 at batch 1."
+    )
     ours, base = sections["end_to_end"]["ours"], sections["end_to_end"]["baseline"]
-    lines += ["", "## End to end over HTTP (POST /api/v1/predict, real Test JPEGs and a 3000x4000 JPEG)", "",
-              "| concurrency | image | ours req/s | ours p50 ms | ours p99 ms | ours errors | baseline req/s | "
-              "baseline p50 ms | baseline errors | req/s ratio | p50 ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## End to end over HTTP (POST /api/v1/predict, real Test JPEGs and a 3000x4000 JPEG)",
+        "",
+        "| concurrency | image | ours req/s | ours p50 ms | ours p99 ms | ours errors | baseline req/s | "
+        "baseline p50 ms | baseline errors | req/s ratio | p50 ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for mine, theirs in zip(ours["rows"], base["rows"]):
         lines.append(
             f"| {mine['concurrency']} | {mine['image']} | {mine['rps']:.0f} | {mine['p50_ms']:.1f} | "
             f"{mine['p99_ms']:.1f} | {mine['errors']} | {theirs['rps']:.1f} | {theirs['p50_ms']:.1f} | "
-            f"{theirs['errors']} | {mine['rps'] / theirs['rps']:.1f}x | {theirs['p50_ms'] / mine['p50_ms']:.1f}x |")
+            f"{theirs['errors']} | {mine['rps'] / theirs['rps']:.1f}x | "
+            f"{theirs['p50_ms'] / mine['p50_ms']:.1f}x |"
+        )
     mem_ours, mem_base = sections["memory"]["ours"], sections["memory"]["baseline"]
-    lines += ["", "## Memory and cold start", "",
-              "| | ours | baseline | ratio |", "|---|---|---|---|",
-              f"| one worker's RSS after warm-up | {mem_ours['warm_mb']:.0f} MB | {mem_base['warm_mb']:.0f} MB | "
-              f"{mem_base['warm_mb'] / mem_ours['warm_mb']:.1f}x smaller |",
-              f"| RSS after {mem_ours['requests']:,} requests (ours) / {mem_base['requests']} (baseline) | "
-              f"{mem_ours['after_mb']:.0f} MB | {mem_base['after_mb']:.0f} MB | |",
-              f"| cold start to /readyz 200 | {ours['cold_start_s']:.2f} s | {base['cold_start_s']:.2f} s | "
-              f"{base['cold_start_s'] / ours['cold_start_s']:.1f}x faster |"]
+    lines += [
+        "",
+        "## Memory and cold start",
+        "",
+        "| | ours | baseline | ratio |",
+        "|---|---|---|---|",
+        f"| one worker's RSS after warm-up | {mem_ours['warm_mb']:.0f} MB | {mem_base['warm_mb']:.0f} MB | "
+        f"{mem_base['warm_mb'] / mem_ours['warm_mb']:.1f}x smaller |",
+        f"| RSS after {mem_ours['requests']:,} requests (ours) / {mem_base['requests']} (baseline) | "
+        f"{mem_ours['after_mb']:.0f} MB | {mem_base['after_mb']:.0f} MB | |",
+        f"| cold start to /readyz 200 | {ours['cold_start_s']:.2f} s | {base['cold_start_s']:.2f} s | "
+        f"{base['cold_start_s'] / ours['cold_start_s']:.1f}x faster |",
+    ]
     train = sections["training"]
     lines += ["", "## Training (batch 32, 2 CPU cores)", ""]
     if train:
-        lines += ["| stage | images/s |", "|---|---|",
-                  f"| input pipeline, first pass (decode + resize via the shared preprocessing) | {train['decode_img_s']:.0f} |",
-                  f"| input pipeline, cached pass (shuffle + augmentation) | {train['augment_img_s']:.0f} |",
-                  f"| training step (forward + backward + AdamW) | {train['train_step_img_s']:.0f} |"]
+        lines += [
+            "| stage | images/s |",
+            "|---|---|",
+            "| input pipeline, first pass (decode + resize via the shared preprocessing) | "
+            f"{train['decode_img_s']:.0f} |",
+            f"| input pipeline, cached pass (shuffle + augmentation) | {train['augment_img_s']:.0f} |",
+            f"| training step (forward + backward + AdamW) | {train['train_step_img_s']:.0f} |",
+        ]
     else:
         lines.append("Skipped: no prepared data (run `python -m data_prep all`).")
-    lines += ["", f"Command: `python -m bench --requests {args.requests} --memory-requests {args.memory_requests}`", ""]
+    lines += [
+        "",
+        f"Command: `python -m bench --requests {args.requests} --memory-requests {args.memory_requests}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -271,7 +341,9 @@ def phone_photo(jpeg: bytes) -> bytes:
 def _machine() -> str:
     cpu = platform.processor() or "cpu"
     try:
-        model_line = subprocess.run(["grep", "-m1", "model name", "/proc/cpuinfo"], capture_output=True, text=True).stdout
+        model_line = subprocess.run(
+            ["grep", "-m1", "model name", "/proc/cpuinfo"], capture_output=True, text=True
+        ).stdout
         cpu = model_line.split(":", 1)[1].strip() or cpu
     except (OSError, IndexError):
         pass

@@ -5,19 +5,19 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import threading
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -45,12 +45,18 @@ def gunicorn_server(
     app replaces the configured WSGI app (the benchmark's baseline runs this way).
     """
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "MODEL_DIR": str(model_dir), "WEB_CONCURRENCY": str(workers),
-           **(extra_env or {})}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "MODEL_DIR": str(model_dir),
+        "WEB_CONCURRENCY": str(workers),
+        **(extra_env or {}),
+    }
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
     command += [app] if app else []
-    process = subprocess.Popen(command, cwd=config.PROJECT_ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, cwd=config.PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, timeout)
@@ -78,21 +84,28 @@ def wait_ready(base: str, process: subprocess.Popen | None = None, timeout: floa
     raise TimeoutError(f"{base}/readyz did not answer 200 within {timeout}s")
 
 
-def multipart(field: str, filename: str, content: bytes, content_type: str = "image/jpeg") -> tuple[bytes, str]:
+def multipart(
+    field: str, filename: str, content: bytes, content_type: str = "image/jpeg"
+) -> tuple[bytes, str]:
     """Encode one file as a multipart/form-data body; return (body, content-type header)."""
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-        f"Content-Type: {content_type}\r\n\r\n"
-    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
 def post_image(base: str, content: bytes, filename: str = "photo.jpg", query: str = "") -> tuple[int, dict]:
     """POST an image to /api/v1/predict; return (status, JSON body)."""
     body, content_type = multipart("image", filename, content)
-    request = urllib.request.Request(f"{base}/api/v1/predict{query}", data=body, method="POST",
-                                     headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        f"{base}/api/v1/predict{query}", data=body, method="POST", headers={"Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())

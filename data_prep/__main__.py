@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename} not found; run the earlier stages first "
-              "(python -m data_prep all).", file=sys.stderr)
+        print(
+            f"error: {exc.filename} not found; run the earlier stages first (python -m data_prep all).",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -49,9 +51,11 @@ def run_audit(args: argparse.Namespace) -> None:
     manifest = pd.read_csv(args.work_dir / config.MANIFEST_FILE)
     report = audit.audit(manifest, audit.load_ham_metadata(args.ham_metadata))
     _, md_path = audit.write_audit(report, args.work_dir)
-    print(f"audit: {report['train_label_conflicts']['images']} Train images in two folders, "
-          f"{report['test_in_train']['under_another_label']} Test images in Train under another "
-          f"label -> {md_path}")
+    print(
+        f"audit: {report['train_label_conflicts']['images']} Train images in two folders, "
+        f"{report['test_in_train']['under_another_label']} Test images in Train under another "
+        f"label -> {md_path}"
+    )
 
 
 def run_split(args: argparse.Namespace) -> None:
@@ -70,8 +74,10 @@ def run_rebalance(args: argparse.Namespace) -> None:
     table = pd.read_csv(args.work_dir / config.SPLIT_FILE)
     manifest = rebalance.rebalance(table, args.work_dir, args.target_per_class, args.seed)
     manifest.to_csv(args.work_dir / config.AUGMENTED_MANIFEST_FILE, index=False)
-    print(f"rebalance: {len(manifest)} training images ({int(manifest.augmented.sum())} augmented) "
-          f"-> {args.work_dir / config.AUGMENTED_MANIFEST_FILE}")
+    print(
+        f"rebalance: {len(manifest)} training images ({int(manifest.augmented.sum())} augmented) "
+        f"-> {args.work_dir / config.AUGMENTED_MANIFEST_FILE}"
+    )
 
 
 def run_figures(args: argparse.Namespace) -> None:
@@ -99,16 +105,32 @@ STAGES = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
     parser.add_argument("stage", choices=[*STAGES, "all"], help="stage to run; 'all' runs every stage")
-    parser.add_argument("--data-dir", type=Path, default=config.DATA_DIR,
-                        help="folder with Train/ and Test/ (env ISIC_DATA_DIR; default %(default)s)")
-    parser.add_argument("--ham-metadata", type=Path, default=config.HAM_METADATA_PATH,
-                        help="HAM10000_metadata.csv (env HAM_METADATA_PATH; optional)")
-    parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR,
-                        help="derived-data folder (env ISIC_WORK_DIR; default %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=config.DATA_DIR,
+        help="folder with Train/ and Test/ (env ISIC_DATA_DIR; default %(default)s)",
+    )
+    parser.add_argument(
+        "--ham-metadata",
+        type=Path,
+        default=config.HAM_METADATA_PATH,
+        help="HAM10000_metadata.csv (env HAM_METADATA_PATH; optional)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=config.WORK_DIR,
+        help="derived-data folder (env ISIC_WORK_DIR; default %(default)s)",
+    )
     parser.add_argument("--val-fraction", type=float, default=config.VALIDATION_FRACTION)
     parser.add_argument("--seed", type=int, default=config.SEED)
-    parser.add_argument("--conflicts", choices=split.CONFLICT_POLICIES, default="smaller-class",
-                        help="what to do with label conflicts HAM10000 cannot settle")
+    parser.add_argument(
+        "--conflicts",
+        choices=split.CONFLICT_POLICIES,
+        default="smaller-class",
+        help="what to do with label conflicts HAM10000 cannot settle",
+    )
     parser.add_argument("--target-per-class", type=int, default=config.REBALANCE_TARGET_PER_CLASS)
     return parser
 

@@ -68,9 +68,7 @@ def rebalance(
     return pd.DataFrame(rows, columns=AUGMENTED_COLUMNS)
 
 
-def _augment_class(
-    originals: pd.DataFrame, label: str, count: int, image_dir: Path, seed: int
-) -> list[dict]:
+def _augment_class(originals: pd.DataFrame, label: str, count: int, image_dir: Path, seed: int) -> list[dict]:
     # Augmentor draws from Python's and NumPy's global generators; seed both per class so a class's
     # samples do not depend on which classes ran before it.
     random.seed(seed)

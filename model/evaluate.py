@@ -68,12 +68,18 @@ def headline_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: f
     }
 
 
-def evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int = config.SEED) -> dict:
+def evaluate(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int = config.SEED
+) -> dict:
     """Every metric of the model card for one subset."""
     predicted = probabilities.argmax(axis=1)
     report = classification_report(
-        labels, predicted, labels=range(config.NUM_CLASSES), target_names=config.CLASS_NAMES,
-        output_dict=True, zero_division=0,
+        labels,
+        predicted,
+        labels=range(config.NUM_CLASSES),
+        target_names=config.CLASS_NAMES,
+        output_dict=True,
+        zero_division=0,
     )
     return {
         "images": int(len(labels)),
@@ -100,7 +106,9 @@ def bootstrap_intervals(
         for name, value in headline_metrics(probabilities[pick], labels[pick], threshold).items():
             if value is not None and not np.isnan(value):
                 samples.setdefault(name, []).append(value)
-    return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in samples.items()}
+    return {
+        name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in samples.items()
+    }
 
 
 def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_DIR) -> dict:
@@ -135,11 +143,18 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
 
 def _plot(subset: str, probabilities: np.ndarray, labels: np.ndarray, metrics: dict, out: Path) -> None:
     name = {"val": "validation", "test": "official Test"}[subset]
-    plots.confusion_matrix(labels, probabilities.argmax(axis=1), out / f"confusion_{subset}.png",
-                           f"Confusion matrix, {name} ({len(labels)} images)")
+    plots.confusion_matrix(
+        labels,
+        probabilities.argmax(axis=1),
+        out / f"confusion_{subset}.png",
+        f"Confusion matrix, {name} ({len(labels)} images)",
+    )
     plots.roc_curves(labels, probabilities, out / f"roc_{subset}.png", f"One-vs-rest ROC, {name}")
-    plots.reliability_diagram(metrics["reliability"], out / f"reliability_{subset}.png",
-                              f"Reliability, {name} (ECE {metrics['expected_calibration_error']:.3f})")
+    plots.reliability_diagram(
+        metrics["reliability"],
+        out / f"reliability_{subset}.png",
+        f"Reliability, {name} (ECE {metrics['expected_calibration_error']:.3f})",
+    )
 
 
 def _auc(positives: np.ndarray, scores: np.ndarray) -> float | None:
@@ -159,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    keys = ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "malignant_sensitivity",
-            "malignant_specificity", "expected_calibration_error")
+    keys = (
+        "accuracy",
+        "balanced_accuracy",
+        "melanoma_vs_rest_auc",
+        "malignant_sensitivity",
+        "malignant_specificity",
+        "expected_calibration_error",
+    )
     print(f"{'metric':<28}{'validation':>12}{'Test':>10}   Test 95% CI")
     for key in keys:
         ci = results["test"]["intervals_95"].get(key)

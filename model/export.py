@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -31,7 +31,7 @@ def build_metadata(training: dict, data: dict) -> dict:
     return {
         "name": MODEL_NAME,
         "version": MODEL_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "class_names": list(config.CLASS_NAMES),
         "risk_groups": {k: list(v) for k, v in config.RISK_GROUPS.items()},
         "input": {

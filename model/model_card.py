@@ -115,7 +115,8 @@ def _calibration_text(training: dict) -> str:
     verdict = "applied" if calibration["applied"] else "not applied (it did not lower validation ECE)"
     return (
         f"Temperature scaling fitted on validation: T={calibration['fitted_temperature']:.2f}, validation "
-        f"ECE {calibration['val_ece_before']:.3f} before, {calibration['val_ece_after']:.3f} after; {verdict}."
+        f"ECE {calibration['val_ece_before']:.3f} before, {calibration['val_ece_after']:.3f} after; "
+        f"{verdict}."
     )
 
 

@@ -24,8 +24,10 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path:
         loss_ax.plot(epochs, history["val_loss"], label="validation")
     loss_ax.set(title="Loss", xlabel="epoch")
     acc_ax.plot(epochs, history["accuracy"], label="train accuracy")
-    for column, label in (("val_accuracy", "validation accuracy"),
-                          ("val_balanced_accuracy", "validation balanced accuracy")):
+    for column, label in (
+        ("val_accuracy", "validation accuracy"),
+        ("val_balanced_accuracy", "validation balanced accuracy"),
+    ):
         if column in history:
             acc_ax.plot(epochs, history[column], label=label)
     acc_ax.set(title="Accuracy", xlabel="epoch", ylim=(0, 1))
@@ -39,8 +41,14 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, path: Path, titl
     """Row-normalised confusion matrix with counts."""
     fig, ax = plt.subplots(figsize=(8.5, 7.5))
     ConfusionMatrixDisplay.from_predictions(
-        labels, predicted, labels=range(config.NUM_CLASSES), display_labels=config.CLASS_NAMES,
-        xticks_rotation=45, ax=ax, colorbar=False, cmap="Blues",
+        labels,
+        predicted,
+        labels=range(config.NUM_CLASSES),
+        display_labels=config.CLASS_NAMES,
+        xticks_rotation=45,
+        ax=ax,
+        colorbar=False,
+        cmap="Blues",
     )
     ax.set_title(title)
     return _save(fig, path)

@@ -20,7 +20,16 @@ from model import config
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO")
 # Leading bytes of the formats we read: a file that starts like one but fails to open is corrupt,
 # not of the wrong type.
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_SIGNATURES = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF",
+)
 
 
 class ImageError(ValueError):
@@ -82,9 +91,7 @@ def _open(data: bytes) -> Image.Image:
                 "The file is not an image we can read. Please upload a JPEG or PNG photo."
             ) from exc
     if image.format not in SUPPORTED_FORMATS:
-        raise UnsupportedImage(
-            f"Unsupported image format {image.format}. Please upload a JPEG or PNG photo."
-        )
+        raise UnsupportedImage(f"Unsupported image format {image.format}. Please upload a JPEG or PNG photo.")
     return image
 
 

@@ -32,14 +32,14 @@ log = logging.getLogger("model.train")
 class TrainConfig:
     """Everything that decides a training run; saved into the model's metadata."""
 
-    epochs: int = 25
+    epochs: int = 45
     batch_size: int = 32
     width: int = 16
     dropout: float = 0.3
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
-    patience: int = 8
+    patience: int = 12
     max_minutes: float = 27.0
     seed: int = config.SEED
     limit_per_class: int | None = None  # quick runs: at most this many training images per class
@@ -145,8 +145,12 @@ def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[float, di
     before = expected_calibration_error(apply_temperature(val_logits, 1.0), val_labels)
     after = expected_calibration_error(apply_temperature(val_logits, fitted), val_labels)
     temperature = fitted if after < before else 1.0
-    return temperature, {"fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": after,
-                         "applied": temperature != 1.0}
+    return temperature, {
+        "fitted_temperature": fitted,
+        "val_ece_before": before,
+        "val_ece_after": after,
+        "applied": temperature != 1.0,
+    }
 
 
 def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir: Path) -> Path:
@@ -203,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=config.MODEL_DIR, help="model folder to write")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes, not a model)")
     for field, default in asdict(TrainConfig()).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default) if default is not None else int)
+        parser.add_argument(
+            f"--{field.replace('_', '-')}", type=type(default) if default is not None else int
+        )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    overrides = {
+        k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None
+    }
     settings = TrainConfig(**{**(QUICK if args.quick else {}), **overrides})
     try:
         result = train(settings, args.work_dir)

@@ -33,7 +33,14 @@ def real_prepared(tmp_path_factory) -> Path:
 
     data_dir = real_data_dir()
     work = tmp_path_factory.mktemp("real_work")
-    args = ["--data-dir", str(data_dir), "--ham-metadata", str(config.HAM_METADATA_PATH), "--work-dir", str(work)]
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "--ham-metadata",
+        str(config.HAM_METADATA_PATH),
+        "--work-dir",
+        str(work),
+    ]
     for stage in ("ingest", "audit", "split", "rebalance"):
         assert main([stage, *args]) == 0
     return work
@@ -116,8 +123,18 @@ def synthetic_prepared(synthetic_dataset, tmp_path_factory) -> Path:
     from data_prep.__main__ import main
 
     work = tmp_path_factory.mktemp("synthetic_work")
-    args = ["--data-dir", str(synthetic_dataset["root"]), "--ham-metadata", str(synthetic_dataset["ham"]),
-            "--work-dir", str(work), "--target-per-class", "12", "--val-fraction", "0.25"]
+    args = [
+        "--data-dir",
+        str(synthetic_dataset["root"]),
+        "--ham-metadata",
+        str(synthetic_dataset["ham"]),
+        "--work-dir",
+        str(work),
+        "--target-per-class",
+        "12",
+        "--val-fraction",
+        "0.25",
+    ]
     assert main(["all", *args]) == 0
     return work
 

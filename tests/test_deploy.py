@@ -74,11 +74,16 @@ def test_image_layout_serves_the_model_with_the_docker_command(tmp_path):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, dest)
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "MODEL_DIR": str(app_dir / "models" / "skin_cnn"),
-           "WEB_CONCURRENCY": "1"}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "MODEL_DIR": str(app_dir / "models" / "skin_cnn"),
+        "WEB_CONCURRENCY": "1",
+    }
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]  # the CMD, from the venv
-    process = subprocess.Popen(command, cwd=app_dir, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         started = time.monotonic()
         wait_ready(f"http://127.0.0.1:{port}", process, timeout=60)
@@ -90,7 +95,14 @@ def test_image_layout_serves_the_model_with_the_docker_command(tmp_path):
         process.terminate()
         output = process.communicate(timeout=20)[0]
     # The app that answered was the copy in the image layout, not the repository's.
-    assert str(app_dir) in subprocess.run(
-        [sys.executable, "-c", "import webapp; print(webapp.__file__)"], cwd=app_dir,
-        capture_output=True, text=True, env=env).stdout
+    assert (
+        str(app_dir)
+        in subprocess.run(
+            [sys.executable, "-c", "import webapp; print(webapp.__file__)"],
+            cwd=app_dir,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+    )
     assert "Traceback" not in output

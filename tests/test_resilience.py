@@ -23,8 +23,14 @@ from model import config
 from model.preprocessing import ImageError, decode_image, to_model_input
 
 MODES = ["RGB", "L", "RGBA", "LA", "P", "CMYK", "I;16", "1", "I", "F"]
-FORMATS = {"PNG": ("RGB", "L", "RGBA", "LA", "P", "I;16", "1", "I"), "JPEG": ("RGB", "L", "CMYK"),
-           "GIF": ("P", "L", "RGB"), "BMP": ("RGB", "L", "P", "1"), "TIFF": tuple(MODES), "WEBP": ("RGB", "RGBA")}
+FORMATS = {
+    "PNG": ("RGB", "L", "RGBA", "LA", "P", "I;16", "1", "I"),
+    "JPEG": ("RGB", "L", "CMYK"),
+    "GIF": ("P", "L", "RGB"),
+    "BMP": ("RGB", "L", "P", "1"),
+    "TIFF": tuple(MODES),
+    "WEBP": ("RGB", "RGBA"),
+}
 
 
 # --- Property tests of the one preprocessing definition --------------------------------------------
@@ -38,8 +44,11 @@ def encoded_images(draw):
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     image = Image.fromarray(pixels).convert(mode if mode not in ("I;16", "I", "F") else "L")
     if mode in ("I;16", "I", "F"):
-        image = image.convert(mode) if mode != "I;16" else Image.fromarray(
-            (np.asarray(image, dtype=np.uint16) * 257))
+        image = (
+            image.convert(mode)
+            if mode != "I;16"
+            else Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
+        )
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue(), (width, height)
@@ -79,7 +88,9 @@ def _jpeg(width=64, height=48, seed=0) -> bytes:
 SEEDS = [_jpeg(), _jpeg(300, 200, 1)]
 for _fmt in ("PNG", "GIF", "BMP", "TIFF", "WEBP"):
     _buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(_buffer, format=_fmt)
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(
+        _buffer, format=_fmt
+    )
     SEEDS.append(_buffer.getvalue())
 
 
@@ -170,8 +181,9 @@ def test_killed_worker_is_replaced_and_service_recovers(committed_model_dir, syn
     with gunicorn_server(committed_model_dir, workers=2) as (base, process):
         first = worker_pids(process.pid)
         background = {}
-        thread = threading.Thread(target=lambda: background.update(
-            load=run_load(base, valid, concurrency=8, seconds=6)))
+        thread = threading.Thread(
+            target=lambda: background.update(load=run_load(base, valid, concurrency=8, seconds=6))
+        )
         thread.start()
         time.sleep(2)
         os.kill(first[0], signal.SIGKILL)

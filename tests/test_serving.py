@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from model import config
 from bench.loopback import gunicorn_server, post_image
+from model import config
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = config.PROJECT_ROOT / "artifacts"
@@ -30,7 +30,11 @@ def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
     env = {**os.environ, "PORT": "0", "MODEL_DIR": str(tmp_path / "missing"), "WEB_CONCURRENCY": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0"],
-        cwd=config.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=config.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "No model metadata" in result.stdout + result.stderr
@@ -53,8 +57,15 @@ def browser():
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield browser
         browser.close()
@@ -74,8 +85,9 @@ def real_lesion() -> Path:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}],
-                         ids=["desktop", "phone"])
+@pytest.mark.parametrize(
+    "viewport", [{"width": 1280, "height": 900}, {"width": 390, "height": 844}], ids=["desktop", "phone"]
+)
 def test_browser_upload_shows_diagnosis_and_heat_map(browser, live_site, real_lesion, viewport):
     context = browser.new_context(viewport=viewport, device_scale_factor=1)
     page = context.new_page()

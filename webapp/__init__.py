@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 
 from flask import Flask, Request
 from flask_bootstrap import Bootstrap5
@@ -25,6 +24,7 @@ class InMemoryRequest(Request):
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
 
+
 DEFAULTS = {
     "MODEL_DIR": str(config.MODEL_DIR),
     # Phone photos are 2-8 MB as JPEG; 16-bit PNGs and HEIC-to-JPEG exports a bit more.
@@ -39,18 +39,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.config.from_mapping(DEFAULTS)
-    app.config.from_prefixed_env("SKIN")  # e.g. SKIN_MODEL_DIR, SKIN_MAX_CONTENT_LENGTH
-    if "MODEL_DIR" in os.environ:
-        app.config["MODEL_DIR"] = os.environ["MODEL_DIR"]
+    app.config.from_prefixed_env("SKIN")  # e.g. SKIN_MAX_CONTENT_LENGTH; MODEL_DIR comes via config
     if test_config:
         app.config.update(test_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    if "CLASSIFIER" in app.config:  # tests may hand in a classifier built from a fixture model
-        classifier = app.config["CLASSIFIER"]
-    else:
-        classifier = Classifier.from_model_dir(app.config["MODEL_DIR"], app.config["INFERENCE_THREADS"])
-    app.extensions["classifier"] = classifier
+    # Loaded once per worker; a missing or broken model raises here, so the worker never serves.
+    app.extensions["classifier"] = Classifier.from_model_dir(
+        app.config["MODEL_DIR"], app.config["INFERENCE_THREADS"]
+    )
 
     bootstrap.init_app(app)
     from webapp import api, errors, security, views

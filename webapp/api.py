@@ -21,7 +21,7 @@ def predict():
     """Classify a multipart image upload (field `image`); `heatmap=true` adds the heat map PNG."""
     want_heatmap = request.args.get("heatmap", request.form.get("heatmap", "")).lower() in TRUE_VALUES
     try:
-        result = predict_upload(request.files.get("image"), with_pictures=want_heatmap)
+        result = predict_upload(request.files.get("image"), with_heatmap=want_heatmap)
     except UploadError as exc:
         return error_response(exc.status, str(exc))
     prediction = result.prediction

@@ -30,6 +30,9 @@ def error_response(status: int, message: str):
     """A JSON body or an HTML page with the message, and the status."""
     if wants_json():
         return jsonify({"error": {"status": status, "message": message}}), status
+    if request.method == "POST" and request.path == "/":
+        # A failed upload goes back to the upload form, so the person can try another photo.
+        return render_template("index.html", error=message), status
     return render_template("error.html", status=status, message=message), status
 
 

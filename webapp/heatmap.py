@@ -11,7 +11,15 @@ DISPLAY_SIZE = 320  # longest side of the picture returned to the browser or API
 
 # A perceptually ordered blue -> yellow -> red ramp (anchor colours of matplotlib's "turbo").
 _ANCHORS = np.array(
-    [[48, 18, 59], [70, 131, 251], [27, 229, 181], [164, 252, 60], [251, 185, 56], [216, 59, 12], [122, 4, 3]],
+    [
+        [48, 18, 59],
+        [70, 131, 251],
+        [27, 229, 181],
+        [164, 252, 60],
+        [251, 185, 56],
+        [216, 59, 12],
+        [122, 4, 3],
+    ],
     dtype=np.float32,
 )
 
@@ -52,11 +60,4 @@ def png_bytes(image: Image.Image) -> bytes:
     """Encode an image as PNG."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
-
-
-def jpeg_bytes(image: Image.Image) -> bytes:
-    """Encode an image as JPEG (for showing the uploaded photo back without storing it)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()

@@ -46,11 +46,22 @@ _PREDICTION = {
         },
         "inference_ms": {"type": "number", "minimum": 0},
         "disclaimer": {"type": "string"},
-        "heatmap_png_base64": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"},
+        "heatmap_png_base64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "contentMediaType": "image/png",
+        },
     },
     "required": [
-        "model", "top_class", "probabilities", "melanoma_probability", "risk_group",
-        "risk_probabilities", "malignant_flag", "inference_ms", "disclaimer",
+        "model",
+        "top_class",
+        "probabilities",
+        "melanoma_probability",
+        "risk_group",
+        "risk_probabilities",
+        "malignant_flag",
+        "inference_ms",
+        "disclaimer",
     ],
 }
 

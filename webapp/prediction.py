@@ -23,11 +23,10 @@ class UploadError(ValueError):
 
 @dataclass
 class Result:
-    """A prediction plus the pictures to show with it."""
+    """A prediction plus the heat map drawn over the photo (empty when not asked for)."""
 
     prediction: Prediction
     heatmap_png: bytes
-    photo_jpeg: bytes
 
 
 def classifier() -> Classifier:
@@ -35,7 +34,7 @@ def classifier() -> Classifier:
     return current_app.extensions["classifier"]
 
 
-def predict_upload(upload: FileStorage | None, with_pictures: bool = True) -> Result:
+def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Result:
     """Decode an uploaded file (in memory only), classify it, and draw the heat map."""
     if upload is None or not upload.filename:
         raise UploadError("No file was uploaded. Choose a photo of the skin lesion.")
@@ -46,13 +45,9 @@ def predict_upload(upload: FileStorage | None, with_pictures: bool = True) -> Re
     except ImageError as exc:
         raise UploadError(str(exc), _status_for(exc)) from None
     prediction = model.predict(image)
-    if not with_pictures:
-        return Result(prediction, b"", b"")
-    return Result(
-        prediction,
-        heatmap.png_bytes(heatmap.overlay(image, prediction.class_map)),
-        heatmap.jpeg_bytes(heatmap.display_copy(image)),
-    )
+    if not with_heatmap:
+        return Result(prediction, b"")
+    return Result(prediction, heatmap.png_bytes(heatmap.overlay(image, prediction.class_map)))
 
 
 def data_uri(content: bytes, mime: str) -> str:

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, render_template, request, send_from_director
 
 from model import config
 from model.model_card import limitation_lines
+from webapp.errors import error_response
 from webapp.prediction import UploadError, classifier, data_uri, predict_upload
 
 bp = Blueprint("site", __name__)
@@ -25,7 +26,7 @@ PLOTS = {
 @bp.get("/")
 def index():
     """The upload form."""
-    return render_template("index.html", risk_groups=config.RISK_GROUPS)
+    return render_template("index.html")
 
 
 @bp.post("/")
@@ -34,7 +35,7 @@ def predict():
     try:
         result = predict_upload(request.files.get("image"))
     except UploadError as exc:
-        return render_template("index.html", error=str(exc), risk_groups=config.RISK_GROUPS), exc.status
+        return error_response(exc.status, str(exc))
     prediction = result.prediction
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
     return render_template(
@@ -43,7 +44,6 @@ def predict():
         ranked=ranked,
         risk_of_class=config.RISK_OF_CLASS,
         heatmap_uri=data_uri(result.heatmap_png, "image/png"),
-        photo_uri=data_uri(result.photo_jpeg, "image/jpeg"),
         metadata=classifier().metadata,
     )
 
