@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -54,19 +56,41 @@ def gunicorn_server(
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
     command += [app] if app else []
-    process = subprocess.Popen(
-        command, cwd=config.PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, timeout)
-        yield base, process
-    finally:
-        process.terminate()
+    # The server's log goes to a file: an undrained pipe fills after ~64 KB of access log, and
+    # then every request thread blocks inside the logger and the server deadlocks.
+    with tempfile.TemporaryFile("w+") as log:
+        # Its own process group, so that workers never outlive a test even if the master is killed.
+        process = subprocess.Popen(
+            command,
+            cwd=config.PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process.log = log
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            wait_ready(f"http://127.0.0.1:{port}", process, timeout)
+            yield f"http://127.0.0.1:{port}", process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen, grace: float = 20) -> None:
+    """Stop a server gracefully (SIGTERM), and its whole process group if it does not stop in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def server_log(process: subprocess.Popen) -> str:
+    """What a server started by gunicorn_server has logged so far."""
+    process.log.flush()
+    process.log.seek(0)
+    return process.log.read()
 
 
 def wait_ready(base: str, process: subprocess.Popen | None = None, timeout: float = 60) -> float:
@@ -74,7 +98,8 @@ def wait_ready(base: str, process: subprocess.Popen | None = None, timeout: floa
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+            log = server_log(process)[-2000:] if hasattr(process, "log") else ""
+            raise RuntimeError(f"server exited with {process.returncode}: {log}")
         try:
             with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -111,6 +136,9 @@ def post_image(base: str, content: bytes, filename: str = "photo.jpg", query: st
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+MAX_LOAD_SECONDS = 300.0  # a safety bound on every load run, whatever its request count
 
 
 @dataclass
@@ -151,8 +179,8 @@ def run_load(
 ) -> LoadResult:
     """POST uploads round-robin from `concurrency` keep-alive clients until total or seconds is reached.
 
-    Bounded by construction: it stops after `total` requests or `seconds`, whichever is set (both:
-    the first reached). check(index, status, body) says whether an answer is right.
+    Bounded by construction: it stops after `total` requests or `seconds`, whichever comes first,
+    and never runs past MAX_LOAD_SECONDS. check(index, status, body) says whether an answer is right.
     """
     if total is None and seconds is None:
         raise ValueError("a load run needs a bound: total or seconds")
@@ -160,7 +188,7 @@ def run_load(
     bodies = [multipart("image", name, content) for content, name in uploads]
     counter, lock = iter(range(total if total is not None else 10**9)), threading.Lock()
     result = LoadResult(seconds=0.0)
-    deadline = time.monotonic() + seconds if seconds is not None else float("inf")
+    deadline = time.monotonic() + min(seconds if seconds is not None else MAX_LOAD_SECONDS, MAX_LOAD_SECONDS)
 
     def client() -> None:
         connection = http.client.HTTPConnection(host, port, timeout=30)
