@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from model import config
+from model.plots import save_figure
 from model.preprocessing import load_image_file
 
 
@@ -27,7 +28,7 @@ def plot_class_counts(split: pd.DataFrame, augmented: pd.DataFrame, path: Path) 
     ax.set_ylabel("images")
     ax.set_title("Training images per class")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sample_grid(table: pd.DataFrame, path: Path, per_class: int = 6, seed: int = config.SEED) -> Path:
@@ -43,13 +44,4 @@ def plot_sample_grid(table: pd.DataFrame, path: Path, per_class: int = 6, seed: 
             if col < len(picked):
                 ax.imshow(load_image_file(picked.iloc[col], config.SOURCE_IMAGE_SIZE).astype(np.uint8))
         axes[row][0].set_title(label, fontsize=8, loc="left")
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -34,7 +34,7 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path:
     for ax in (loss_ax, acc_ax):
         ax.legend()
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, path: Path, title: str) -> Path:
@@ -51,7 +51,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, path: Path, titl
         cmap="Blues",
     )
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> Path:
@@ -64,7 +64,7 @@ def roc_curves(labels: np.ndarray, probabilities: np.ndarray, path: Path, title:
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_diagram(table: dict, path: Path, title: str) -> Path:
@@ -77,10 +77,11 @@ def reliability_diagram(table: dict, path: Path, title: str) -> Path:
     ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write a figure as PNG (creating its folder) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -23,13 +23,19 @@ from model import config
 from model.preprocessing import ImageError, decode_image, to_model_input
 
 MODES = ["RGB", "L", "RGBA", "LA", "P", "CMYK", "I;16", "1", "I", "F"]
+
+
+def _writable(fmt: str, mode: str) -> bool:
+    try:
+        Image.new(mode, (2, 2)).save(io.BytesIO(), format=fmt)
+        return True
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+# Every (format, mode) pair this Pillow can write: the uploads a user could really send.
 FORMATS = {
-    "PNG": ("RGB", "L", "RGBA", "LA", "P", "I;16", "1", "I"),
-    "JPEG": ("RGB", "L", "CMYK"),
-    "GIF": ("P", "L", "RGB"),
-    "BMP": ("RGB", "L", "P", "1"),
-    "TIFF": tuple(MODES),
-    "WEBP": ("RGB", "RGBA"),
+    fmt: tuple(m for m in MODES if _writable(fmt, m)) for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 }
 
 
