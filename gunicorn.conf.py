@@ -4,7 +4,7 @@ import os
 
 # Heroku and most container hosts say which port to listen on in $PORT.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# One worker is ~110 MB resident (LiteRT + NumPy + Pillow + Flask); two fit a 512 MB dyno with
+# One worker is ~70 MB resident (LiteRT + NumPy + Pillow + Flask; docs/PERFORMANCE.md); two fit a 512 MB dyno with
 # room for request buffers. Threads overlap upload reading and decoding with inference.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -13,8 +13,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 25
 graceful_timeout = 20
 keepalive = 5
-# Recycle workers now and then so that no slow leak can grow without bound.
-max_requests = 5000
+# Recycle workers now and then so that no slow leak can grow without bound (0 turns it off; the
+# benchmark does, to measure one worker's memory over 10,000 requests).
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
 max_requests_jitter = 500
 # Logs to stdout/stderr for the platform's log router. The access log records method, path,
 # status and timing only: never bodies, so never an uploaded photo.

@@ -152,7 +152,11 @@ def memory(small, requests: int) -> dict:
     """Resident memory of one worker after warm-up and after `requests` requests."""
     out = {}
     for name, app, count in (("ours", None, requests), ("baseline", "bench.baseline_app:app", 200)):
-        with gunicorn_server(config.MODEL_DIR, workers=1, app=app, timeout=120) as (base, process):
+        no_recycling = {"GUNICORN_MAX_REQUESTS": "0"}  # the same worker from start to end
+        with gunicorn_server(config.MODEL_DIR, workers=1, app=app, timeout=120, extra_env=no_recycling) as (
+            base,
+            process,
+        ):
             run_load(base, small, 4, total=200)
             worker = worker_pids(process.pid)[0]
             warm = rss_mb(worker)
