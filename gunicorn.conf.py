@@ -5,7 +5,8 @@ import os
 # Heroku and most container hosts say which port to listen on in $PORT.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # One worker is ~70 MB resident (LiteRT + NumPy + Pillow + Flask; see docs/PERFORMANCE.md), so
-# two fit a 512 MB dyno with room for request buffers. Threads overlap upload reading and decoding with inference.
+# two fit a 512 MB dyno with room for request buffers. Threads overlap upload reading and
+# decoding with inference.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
