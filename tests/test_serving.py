@@ -95,7 +95,7 @@ def test_browser_upload_shows_diagnosis_and_heat_map(browser, live_site, real_le
     page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
     page.goto(live_site + "/")
     page.set_input_files("#image", str(real_lesion))
-    assert page.locator("#preview").is_visible()
+    page.wait_for_selector("#preview", state="visible", timeout=5000)  # the change handler ran
     page.click("#submit")
     page.wait_for_selector("#result #top-class", timeout=15000)
     diagnosis = page.inner_text("#top-class")
