@@ -156,7 +156,7 @@ def _results_text(metrics: dict) -> str:
             f"| {key.replace('_', ' ')} | {floor:.2f} | {_fmt(test[key])} | {'yes' if met else '**no**'} |"
         )
     return (
-        "The project's bar for a committed model (measured once on the official Test split):\n\n"
+        "The project's bar for a committed model, on the official Test split:\n\n"
         + "\n".join(bar)
         + "\n\n"
         + (
