@@ -91,7 +91,7 @@ def _describe(path: Path, split: str, label: str) -> dict | Skipped:
         return Skipped(str(path), f"not an image file ({path.suffix or 'no extension'})")
     try:
         # Decode at full size: the hash must see every pixel, not a JPEG draft.
-        image = decode_image(path.read_bytes(), target_size=(10**6, 10**6))
+        image = decode_image(path.read_bytes(), draft_size=None)
     except ImageError as exc:
         return Skipped(str(path), str(exc))
     match = _IMAGE_ID.search(path.stem)

@@ -73,7 +73,7 @@ def _augment_class(originals: pd.DataFrame, label: str, count: int, image_dir: P
     # samples do not depend on which classes ran before it.
     random.seed(seed)
     np.random.seed(seed)
-    images = [np.asarray(decode_image(Path(p).read_bytes(), (10**6, 10**6))) for p in originals.path]
+    images = [np.asarray(decode_image(Path(p).read_bytes(), draft_size=None)) for p in originals.path]
     pipeline = dermoscopy_pipeline(images, list(range(len(images))))
     batch, sources = next(pipeline.generator(batch_size=count))
     class_dir = image_dir / label

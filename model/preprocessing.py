@@ -44,16 +44,20 @@ class ImageTooLarge(ImageError):
     """More pixels than we decode (a decompression bomb or an absurd size)."""
 
 
-def decode_image(data: bytes, target_size: tuple[int, int] = config.IMAGE_SIZE) -> Image.Image:
-    """Decode image bytes into an upright 8-bit RGB Pillow image, or raise ImageError."""
+def decode_image(data: bytes, draft_size: tuple[int, int] | None = config.IMAGE_SIZE) -> Image.Image:
+    """Decode image bytes into an upright 8-bit RGB Pillow image, or raise ImageError.
+
+    draft_size lets a large JPEG decode at reduced scale for a model of that input size;
+    None decodes every pixel (for hashing and for writing augmented copies).
+    """
     if not data:
         raise ImageError("The file is empty.")
     image = _open(data)
     _check_pixel_count(image.size)
     # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 12-megapixel phone photo then costs a fraction of
     # a full decode. Ask for at least twice the model size so the final resize still anti-aliases.
-    if image.format in ("JPEG", "MPO"):
-        image.draft("RGB", (target_size[0] * 2, target_size[1] * 2))
+    if draft_size is not None and image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (draft_size[0] * 2, draft_size[1] * 2))
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
