@@ -55,6 +55,12 @@ HAM_DX_TO_CLASSES: dict[str, tuple[str, ...]] = {
     "vasc": ("vascular lesion",),
 }
 
+# Acquisition sources. Pictures named in the HAM10000 metadata come from HAM10000; the rest from the
+# ISIC Archive, whose ids number uploads in order. In Train, ids below this bound hold melanomas and
+# nevi; ids above it hold melanomas and seborrheic keratoses (no nevi), so the id block is a
+# confounder training has to weigh against (model.data.sample_weights).
+ISIC_ARCHIVE_EARLY_IDS_END = 1000
+
 # --- Images --------------------------------------------------------------------------------------
 # The dataset ships 180x180 images; the network sees 128x128, which keeps a full training run inside
 # 30 minutes on two CPU cores and leaves an 8x8 map of last-layer features for the heat map.

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from model import config
 from model.preprocessing import load_image_file
+
+# Photometric augmentation strengths (fractions of the value range / of each channel).
+CONTRAST_DELTA = 0.2
+BRIGHTNESS_DELTA = 0.15
+CHANNEL_GAIN_DELTA = 0.1
 
 
 def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
@@ -30,63 +34,70 @@ def label_indices(labels) -> np.ndarray:
     return np.array([index[label] for label in labels], dtype=np.int32)
 
 
-def class_weights(labels: np.ndarray, num_classes: int = config.NUM_CLASSES) -> dict[int, float]:
-    """Inverse-frequency loss weights (mean 1) for whatever imbalance rebalancing left."""
-    counts = np.bincount(labels, minlength=num_classes).astype(float)
-    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
-    return {i: float(w) for i, w in enumerate(weights)}
+def image_sources(table: pd.DataFrame, work_dir: Path = config.WORK_DIR) -> pd.Series:
+    """The acquisition source of each row of a manifest: HAM10000, or an ISIC Archive id block.
 
-
-def augmentation(seed: int = config.SEED) -> keras.Sequential:
-    """Training-only augmentation on batches of raw 0..255 pixels.
-
-    Geometry: a lesion has no orientation, so flips and a transpose give all 8 symmetries of the
-    square without resampling (free-angle rotations and zooms come from the Augmentor samples;
-    doing them here too cost a fifth of the CPU time and slowed convergence). Photometry:
-    brightness and contrast jitter plus a random per-channel gain, so that exposure and colour cast
-    (which differ between image sources) stop being reliable cues; the model's colour-constancy
-    layer then removes most of the cast anyway.
+    Augmentor samples take the source of the picture they were made from.
     """
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            RandomTranspose(seed=seed),
-            keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed),
-            keras.layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed),
-            RandomChannelGain(0.1, seed=seed),
-        ],
-        name="augmentation",
+    split = _read(Path(work_dir) / config.SPLIT_FILE).set_index("image_id")
+    image_ids = table["source_image_id"] if "source_image_id" in table else table["image_id"]
+    in_ham = split.lesion_id.reindex(image_ids).notna().to_numpy()
+    numbers = image_ids.str.extract(r"(\d+)$")[0].astype(int).to_numpy()
+    archive = np.where(
+        numbers < config.ISIC_ARCHIVE_EARLY_IDS_END, "ISIC archive, early ids", "ISIC archive, later ids"
     )
+    return pd.Series(np.where(in_ham, "HAM10000", archive), index=table.index, name="source")
 
 
-class RandomTranspose(keras.layers.Layer):
-    """Swap height and width of a random half of the (square) images in a batch."""
+def sample_weights(labels: np.ndarray, sources: pd.Series | None = None) -> np.ndarray:
+    """Per-image loss weights (mean 1) that give every class, or every (source, class) cell, equal weight.
 
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+    With sources, each class present in a source weighs the same within it, so the source no
+    longer predicts the class: in this set the early ISIC ids hold melanomas and nevi, the later
+    ones melanomas and seborrheic keratoses, and a network weighted by class alone learns
+    "early-id look, so nevus". A class present in several sources then weighs more in total.
+    """
+    cells = pd.Series(np.asarray(labels).astype(str))
+    if sources is not None:
+        cells = np.asarray(sources).astype(str) + "|" + cells
+    counts = cells.map(cells.value_counts()).to_numpy(dtype=float)
+    return len(cells) / (cells.nunique() * counts)
 
-    def call(self, images, training=True):
-        if not training:
-            return images
-        chosen = keras.random.uniform((keras.ops.shape(images)[0], 1, 1, 1), seed=self.seed_generator) < 0.5
-        return keras.ops.where(chosen, keras.ops.transpose(images, (0, 2, 1, 3)), images)
+
+def random_orientation(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One of the 8 symmetries of the square, drawn with a stateless (2,) seed.
+
+    A lesion has no orientation, and these need no resampling (free-angle rotations and zooms
+    come from the Augmentor samples).
+    """
+    choice = tf.random.stateless_uniform((), seed, 0, 8, dtype=tf.int32)
+    image = tf.image.rot90(image, choice % 4)
+    return tf.cond(choice >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
 
 
-class RandomChannelGain(keras.layers.Layer):
-    """Multiply each image's R, G and B by independent random gains in [1 - delta, 1 + delta]."""
+def photometric_jitter(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Random contrast, brightness and per-channel gain for a batch of 0..255 pixels (float32 out).
 
-    def __init__(self, delta: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.delta = delta
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, images, training=True):
-        if not training:
-            return images
-        shape = (keras.ops.shape(images)[0], 1, 1, 3)
-        gain = keras.random.uniform(shape, 1 - self.delta, 1 + self.delta, seed=self.seed_generator)
-        return keras.ops.clip(images * gain, 0.0, 255.0)
+    Exposure and colour cast differ between image sources; jittering them stops them being
+    reliable cues (the model's colour-constancy layer then removes most of the cast anyway).
+    """
+    images = tf.cast(images, tf.float32)
+    contrast_seed, brightness_seed, gain_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    batch = tf.shape(images)[0]
+    contrast = tf.random.stateless_uniform(
+        (batch, 1, 1, 1), contrast_seed, 1 - CONTRAST_DELTA, 1 + CONTRAST_DELTA
+    )
+    brightness = 255.0 * tf.random.stateless_uniform(
+        (batch, 1, 1, 1), brightness_seed, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA
+    )
+    gain = tf.random.stateless_uniform(
+        (batch, 1, 1, 3), gain_seed, 1 - CHANNEL_GAIN_DELTA, 1 + CHANNEL_GAIN_DELTA
+    )
+    mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
+    # ((x - mean) * contrast + mean + brightness) * gain, folded into one multiply-add per pixel.
+    scale = contrast * gain
+    offset = ((1 - contrast) * mean + brightness) * gain
+    return tf.clip_by_value(images * scale + offset, 0.0, 255.0)
 
 
 def make_dataset(
@@ -95,30 +106,48 @@ def make_dataset(
     batch_size: int = 32,
     training: bool = False,
     seed: int = config.SEED,
+    weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
     Training datasets are shuffled every epoch and augmented after the cache, so each epoch sees
-    new variations of the decoded images.
+    new variations of the decoded images. Batches are float32 pixels in 0..255, labels, and the
+    per-image loss weights when weights are given.
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.cache()
+    if weights is not None:
+        weight_column = tf.data.Dataset.from_tensor_slices(np.asarray(weights, dtype=np.float32))
+        dataset = tf.data.Dataset.zip(dataset, weight_column).map(lambda example, w: (*example, w))
+    dataset = dataset.cache()  # uint8: a quarter of the memory, and exact (pixels are integers)
     if training:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        dataset = _with_seeds(dataset, seed).map(
+            lambda example, image_seed: (random_orientation(example[0], image_seed), *example[1:]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     dataset = dataset.batch(batch_size)
     if training:
-        augment = augmentation(seed)
-        dataset = dataset.map(
-            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        dataset = _with_seeds(dataset, seed + 1).map(
+            lambda batch, batch_seed: (photometric_jitter(batch[0], batch_seed), *batch[1:]),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
+    else:
+        dataset = dataset.map(lambda images, *rest: (tf.cast(images, tf.float32), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _with_seeds(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    # A stateless seed per element, drawn anew each epoch from the run's seed: reproducible runs
+    # and fresh variations every epoch.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(dataset, seeds)
 
 
 def _decode(path, label):
     # Decoding goes through the project's one preprocessing function (Pillow), not tf.image, so
     # training sees exactly the arrays that evaluation and the web app see.
-    image = tf.numpy_function(lambda p: load_image_file(p.decode()), [path], tf.float32)
+    image = tf.numpy_function(lambda p: load_image_file(p.decode()).astype(np.uint8), [path], tf.uint8)
     image.set_shape((*config.IMAGE_SIZE, 3))
     return image, label
 

@@ -69,9 +69,13 @@ def headline_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: f
 
 
 def evaluate(
-    probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int = config.SEED
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    seed: int = config.SEED,
+    sources: np.ndarray | None = None,
 ) -> dict:
-    """Every metric of the model card for one subset."""
+    """Every metric of the model card for one subset (with a per-source breakdown if sources are given)."""
     predicted = probabilities.argmax(axis=1)
     report = classification_report(
         labels,
@@ -92,7 +96,23 @@ def evaluate(
         "confusion_matrix": confusion_matrix(labels, predicted, labels=range(config.NUM_CLASSES)).tolist(),
         "expected_calibration_error": expected_calibration_error(probabilities, labels),
         "reliability": reliability_table(probabilities, labels),
+        "by_source": {} if sources is None else by_source(predicted, labels, sources),
     }
+
+
+def by_source(predicted: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> dict:
+    """Accuracy and melanoma recall per acquisition source: where the source confound shows."""
+    table = {}
+    for source in sorted(set(sources)):
+        here = sources == source
+        melanoma = here & (labels == MELANOMA)
+        table[source] = {
+            "images": int(here.sum()),
+            "accuracy": float((predicted[here] == labels[here]).mean()),
+            "melanomas": int(melanoma.sum()),
+            "melanoma_recall": float((predicted[melanoma] == MELANOMA).mean()) if melanoma.any() else None,
+        }
+    return table
 
 
 def bootstrap_intervals(
@@ -125,7 +145,8 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
         probabilities = predict_files(model, table.path)
         if subset == "val":
             threshold = choose_threshold(probabilities, labels)
-        results[subset] = evaluate(probabilities, labels, threshold)
+        sources = data.image_sources(table, work_dir).to_numpy()
+        results[subset] = evaluate(probabilities, labels, threshold, sources=sources)
         _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
     results["operating_point"] = {
         "malignant_threshold": threshold,
@@ -168,8 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__)
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)
     parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR)
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="score validation only and write nothing: for comparing runs without touching Test",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.validation_only:
+            return _print_validation(args.model_dir, args.work_dir)
         results = evaluate_model(args.model_dir, args.work_dir)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -187,6 +215,24 @@ def main(argv: list[str] | None = None) -> int:
         ci = results["test"]["intervals_95"].get(key)
         ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         print(f"{key:<28}{_fmt(results['val'][key]):>12}{_fmt(results['test'][key]):>10}   {ci_text}")
+    return 0
+
+
+def _print_validation(model_dir: Path, work_dir: Path) -> int:
+    from model.export import load_keras_model
+
+    table = data.read_subset("val", work_dir)
+    labels = data.label_indices(table.label)
+    probabilities = predict_files(load_keras_model(Path(model_dir)), table.path)
+    sources = data.image_sources(table, work_dir).to_numpy()
+    metrics = evaluate(probabilities, labels, choose_threshold(probabilities, labels), sources=sources)
+    for key in ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "expected_calibration_error"):
+        print(f"{key:<28}{_fmt(metrics[key]):>8}")
+    for name in config.CLASS_NAMES:
+        print(f"recall {name:<36}{_fmt(metrics['per_class'][name]['recall']):>8}")
+    for source, row in metrics["by_source"].items():
+        recall = _fmt(row["melanoma_recall"])
+        print(f"{source:<28} accuracy {_fmt(row['accuracy'])}  melanoma recall {recall}")
     return 0
 
 

@@ -166,12 +166,29 @@ def _results_text(metrics: dict) -> str:
             + "\n".join(rows)
             + "\n\nPer class, official Test:\n\n"
             + "\n".join(per_class)
+            + _by_source_text(val, test)
             + "\n\nPlots: `evaluation/confusion_test.png`, `evaluation/roc_test.png`, "
             "`evaluation/reliability_test.png` (and `_val` versions), `training_curves.png`.\n\n"
             "![Confusion matrix](evaluation/confusion_test.png)\n![ROC](evaluation/roc_test.png)\n"
             "![Reliability](evaluation/reliability_test.png)\n![Training curves](training_curves.png)"
         )
     )
+
+
+def _by_source_text(val: dict, test: dict) -> str:
+    if not val.get("by_source") or not test.get("by_source"):
+        return ""
+    rows = [
+        "| source | subset | images | accuracy | melanomas | melanoma recall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for subset, metrics in (("validation", val), ("official Test", test)):
+        for source, r in metrics["by_source"].items():
+            rows.append(
+                f"| {source} | {subset} | {r['images']} | {r['accuracy']:.2f} | {r['melanomas']} | "
+                f"{_fmt(r['melanoma_recall'])} |"
+            )
+    return "\n\nBy acquisition source (where the source confound shows):\n\n" + "\n".join(rows)
 
 
 def _fmt(value) -> str:

@@ -43,6 +43,9 @@ class TrainConfig:
     max_minutes: float = 27.0
     seed: int = config.SEED
     limit_per_class: int | None = None  # quick runs: at most this many training images per class
+    # "class": every class weighs the same in the loss; "source": every (acquisition source, class)
+    # cell does, so that the source stops predicting the class (see model.data.sample_weights).
+    weighting: str = "class"
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -104,7 +107,12 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     train_table = _limit(data.read_training_set(work_dir), settings.limit_per_class, settings.seed)
     val_table = data.read_subset("val", work_dir)
     train_labels, val_labels = data.label_indices(train_table.label), data.label_indices(val_table.label)
-    train_ds = data.make_dataset(train_table.path, train_labels, settings.batch_size, True, settings.seed)
+    weights = data.sample_weights(
+        train_labels, data.image_sources(train_table, work_dir) if settings.weighting == "source" else None
+    )
+    train_ds = data.make_dataset(
+        train_table.path, train_labels, settings.batch_size, True, settings.seed, weights=weights
+    )
     val_ds = data.make_dataset(val_table.path, val_labels, 64)
 
     model = network.build_model(width=settings.width, dropout=settings.dropout)
@@ -119,7 +127,6 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         train_ds,
         validation_data=val_ds,
         epochs=settings.epochs,
-        class_weight=data.class_weights(train_labels),
         callbacks=[selection],
         verbose=2 if not sys.stdout.isatty() else "auto",
     )
@@ -207,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=config.MODEL_DIR, help="model folder to write")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes, not a model)")
     for field, default in asdict(TrainConfig()).items():
+        if field == "weighting":
+            parser.add_argument("--weighting", choices=("class", "source"))
+            continue
         parser.add_argument(
             f"--{field.replace('_', '-')}", type=type(default) if default is not None else int
         )

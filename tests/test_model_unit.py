@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from model import config
@@ -95,11 +96,69 @@ def test_eval_pipeline_matches_shared_preprocessing(synthetic_prepared):
 
 
 def test_class_weights_balance_the_loss():
-    from model.data import class_weights
+    from model.data import sample_weights
 
-    weights = class_weights(np.array([0] * 30 + [1] * 10 + [2] * 20), num_classes=3)
-    assert weights[1] == pytest.approx(3 * weights[0])
-    assert np.mean([weights[0] * 30, weights[1] * 10, weights[2] * 20]) == pytest.approx(20)
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    weights = sample_weights(labels)
+    totals = [weights[labels == c].sum() for c in range(3)]
+    assert totals == pytest.approx([20, 20, 20])
+    assert weights.mean() == pytest.approx(1.0)
+
+
+def test_source_weights_stop_the_source_predicting_the_class():
+    from model.data import sample_weights
+
+    # Source "early" holds 10 of class 0 and 30 of class 1; source "late" holds 60 of class 0.
+    labels = np.array([0] * 10 + [1] * 30 + [0] * 60)
+    sources = pd.Series(["early"] * 40 + ["late"] * 60)
+    weights = sample_weights(labels, sources)
+    early = sources.to_numpy() == "early"
+    # Within "early", both classes now weigh the same: the source says nothing about the class.
+    assert weights[early & (labels == 0)].sum() == pytest.approx(weights[early & (labels == 1)].sum())
+    assert weights.mean() == pytest.approx(1.0)
+
+
+def test_image_sources_follow_ham_metadata_and_archive_ids(synthetic_prepared):
+    from model import data
+
+    table = data.read_training_set(synthetic_prepared)
+    sources = data.image_sources(table, synthetic_prepared)
+    split = data.read_subset("train", synthetic_prepared).set_index("image_id")
+    for image_id, source in zip(table.source_image_id, sources):
+        if pd.notna(split.lesion_id.get(image_id)):
+            assert source == "HAM10000"
+        else:
+            early = int(image_id.split("_")[1]) < config.ISIC_ARCHIVE_EARLY_IDS_END
+            assert source == ("ISIC archive, early ids" if early else "ISIC archive, later ids")
+    assert "HAM10000" in set(sources)
+
+
+def test_random_orientation_draws_all_eight_symmetries():
+    import tensorflow as tf
+
+    from model.data import random_orientation
+
+    image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)  # no symmetry of its own
+    seen = {
+        np.asarray(random_orientation(tf.constant(image), tf.constant([7, i], tf.int64))).tobytes()
+        for i in range(200)
+    }
+    assert len(seen) == 8
+    assert image.tobytes() in seen
+
+
+def test_photometric_jitter_stays_in_range_and_varies_per_image():
+    import tensorflow as tf
+
+    from model.data import photometric_jitter
+
+    images = np.full((16, 8, 8, 3), 128, dtype=np.uint8)
+    jittered = np.asarray(photometric_jitter(tf.constant(images), tf.constant([1, 2], tf.int64)))
+    assert jittered.dtype == np.float32 and jittered.shape == images.shape
+    assert jittered.min() >= 0.0 and jittered.max() <= 255.0
+    assert len(np.unique(jittered[:, 0, 0, 0])) == 16  # each image its own draw
+    again = np.asarray(photometric_jitter(tf.constant(images), tf.constant([1, 2], tf.int64)))
+    np.testing.assert_array_equal(jittered, again)  # stateless: the seed decides
 
 
 def test_fit_temperature_recovers_a_known_temperature():
