@@ -75,6 +75,19 @@ def random_orientation(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.cond(choice >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
 
 
+def random_view(image: tf.Tensor, seed: tf.Tensor, crop_size: int = 0) -> tf.Tensor:
+    """A random orientation of the image and, if crop_size > 0, a random crop_size square of it.
+
+    Crops move the lesion around the frame and cut off corners and borders, where vignetting and
+    rulers (which differ between image sources) live.
+    """
+    image = random_orientation(image, seed)
+    if crop_size <= 0:
+        return image
+    crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    return tf.image.stateless_random_crop(image, (crop_size, crop_size, 3), crop_seed)
+
+
 def photometric_jitter(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Random contrast, brightness and per-channel gain for a batch of 0..255 pixels (float32 out).
 
@@ -107,12 +120,14 @@ def make_dataset(
     training: bool = False,
     seed: int = config.SEED,
     weights: np.ndarray | None = None,
+    crop_size: int = 0,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
     Training datasets are shuffled every epoch and augmented after the cache, so each epoch sees
     new variations of the decoded images. Batches are float32 pixels in 0..255, labels, and the
-    per-image loss weights when weights are given.
+    per-image loss weights when weights are given. crop_size > 0 trains on random square crops
+    of that size (at the same scale, so lesions keep their apparent size).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -123,7 +138,7 @@ def make_dataset(
     if training:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
         dataset = _with_seeds(dataset, seed).map(
-            lambda example, image_seed: (random_orientation(example[0], image_seed), *example[1:]),
+            lambda example, image_seed: (random_view(example[0], image_seed, crop_size), *example[1:]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     dataset = dataset.batch(batch_size)

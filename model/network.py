@@ -45,7 +45,7 @@ class ShadesOfGrey(layers.Layer):
 
 def build_model(
     num_classes: int = config.NUM_CLASSES,
-    input_size: tuple[int, int] = config.IMAGE_SIZE,
+    input_size: tuple[int | None, int | None] = config.IMAGE_SIZE,
     width: int = 32,
     dropout: float = 0.3,
     temperature: float = 1.0,
@@ -54,6 +54,7 @@ def build_model(
 
     width is the channel count of the first block; each later block doubles it. temperature divides
     the logits before the softmax (fitted on validation after training to calibrate probabilities).
+    input_size (None, None) accepts any size, for training on random crops.
     """
     inputs = keras.Input(shape=(*input_size, 3), name="image")
     x = ShadesOfGrey(name="colour_constancy")(inputs)
@@ -75,10 +76,18 @@ def build_model(
     return keras.Model(inputs, outputs, name="skin_lesion_cnn")
 
 
-def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
-    """A copy of model whose softmax divides the logits by temperature; weights are shared values."""
+def with_temperature(
+    model: keras.Model, temperature: float, input_size: tuple[int, int] = config.IMAGE_SIZE
+) -> keras.Model:
+    """A copy of model at a fixed input size whose softmax divides the logits by temperature.
+
+    The weights are copied unchanged; a model trained on smaller random crops (the network is
+    fully convolutional up to its global pooling) becomes the fixed-size model that is saved.
+    """
     config_ = model.get_config()
     for layer in config_["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, *input_size, 3]
         if layer["name"] == TEMPERATURE_LAYER:
             layer["config"]["scale"] = 1.0 / temperature
     calibrated = keras.Model.from_config(config_)

@@ -46,6 +46,9 @@ class TrainConfig:
     # "class": every class weighs the same in the loss; "source": every (acquisition source, class)
     # cell does, so that the source stops predicting the class (see model.data.sample_weights).
     weighting: str = "class"
+    # Train on random crop_size squares of the input (0: whole images); the saved model takes the
+    # whole image at config.IMAGE_SIZE.
+    crop_size: int = 0
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -111,11 +114,18 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         train_labels, data.image_sources(train_table, work_dir) if settings.weighting == "source" else None
     )
     train_ds = data.make_dataset(
-        train_table.path, train_labels, settings.batch_size, True, settings.seed, weights=weights
+        train_table.path,
+        train_labels,
+        settings.batch_size,
+        True,
+        settings.seed,
+        weights=weights,
+        crop_size=settings.crop_size,
     )
     val_ds = data.make_dataset(val_table.path, val_labels, 64)
 
-    model = network.build_model(width=settings.width, dropout=settings.dropout)
+    input_size = (None, None) if settings.crop_size else config.IMAGE_SIZE
+    model = network.build_model(input_size=input_size, width=settings.width, dropout=settings.dropout)
     model.compile(
         optimizer=keras.optimizers.AdamW(_schedule(settings, len(train_table)), settings.weight_decay),
         loss="sparse_categorical_crossentropy",

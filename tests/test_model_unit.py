@@ -211,3 +211,23 @@ def test_litert_export_matches_keras(tiny_model_dir, synthetic_dataset):
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
         interpreter.invoke()
         np.testing.assert_allclose(interpreter.get_tensor(outputs[2])[0], want, atol=1e-5)
+
+
+def test_crop_trained_model_becomes_the_fixed_size_model():
+    from model.network import build_model, with_temperature
+
+    flexible = build_model(input_size=(None, None), width=4)
+    x = np.random.default_rng(3).uniform(0, 255, (2, *config.IMAGE_SIZE, 3)).astype("float32")
+    fixed = with_temperature(flexible, 1.0)
+    assert fixed.input_shape == (None, *config.IMAGE_SIZE, 3)
+    np.testing.assert_allclose(fixed.predict(x, verbose=0), flexible.predict(x, verbose=0), atol=1e-6)
+    assert flexible.predict(x[:, :96, :96], verbose=0).shape == (2, config.NUM_CLASSES)
+
+
+def test_training_crops_have_the_crop_size(synthetic_prepared):
+    from model import data
+
+    table = data.read_training_set(synthetic_prepared)
+    dataset = data.make_dataset(table.path, data.label_indices(table.label), 8, training=True, crop_size=96)
+    images, _ = next(iter(dataset))
+    assert images.shape == (8, 96, 96, 3)
