@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     small = [(p.read_bytes(), p.name) for p in sorted((config.DATA_DIR / "Test").glob("*/*.jpg"))]
+    if not small:
+        print(f"error: no Test images under {config.DATA_DIR} (set ISIC_DATA_DIR)", file=sys.stderr)
+        return 2
     phone = [(phone_photo(small[0][0]), "phone.jpg")]
     sections = {
         "runtime": runtime_table(),
