@@ -42,9 +42,12 @@ def image_sources(table: pd.DataFrame, work_dir: Path = config.WORK_DIR) -> pd.S
     split = _read(Path(work_dir) / config.SPLIT_FILE).set_index("image_id")
     image_ids = table["source_image_id"] if "source_image_id" in table else table["image_id"]
     in_ham = split.lesion_id.reindex(image_ids).notna().to_numpy()
-    numbers = image_ids.str.extract(r"(\d+)$")[0].astype(int).to_numpy()
+    # ISIC ids are "ISIC_<number>"; a name without one (a renamed copy) counts as a later upload.
+    numbers = pd.to_numeric(image_ids.str.extract(r"ISIC_(\d+)")[0], errors="coerce").fillna(np.inf)
     archive = np.where(
-        numbers < config.ISIC_ARCHIVE_EARLY_IDS_END, "ISIC archive, early ids", "ISIC archive, later ids"
+        numbers.to_numpy() < config.ISIC_ARCHIVE_EARLY_IDS_END,
+        "ISIC archive, early ids",
+        "ISIC archive, later ids",
     )
     return pd.Series(np.where(in_ham, "HAM10000", archive), index=table.index, name="source")
 
