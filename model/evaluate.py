@@ -138,15 +138,9 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
 
     model_dir = Path(model_dir)
     model = load_keras_model(model_dir)
-    results = {}
+    results, threshold = {}, None
     for subset in ("val", "test"):
-        table = data.read_subset(subset, work_dir)
-        labels = data.label_indices(table.label)
-        probabilities = predict_files(model, table.path)
-        if subset == "val":
-            threshold = choose_threshold(probabilities, labels)
-        sources = data.image_sources(table, work_dir).to_numpy()
-        results[subset] = evaluate(probabilities, labels, threshold, sources=sources)
+        probabilities, labels, results[subset], threshold = score_subset(model, subset, work_dir, threshold)
         _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
     results["operating_point"] = {
         "malignant_threshold": threshold,
@@ -160,6 +154,20 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     audit_path = Path(work_dir) / config.AUDIT_MD_FILE
     write_model_card(metadata, model_dir, audit_path.read_text() if audit_path.is_file() else "")
     return results
+
+
+def score_subset(model, subset: str, work_dir: Path, threshold: float | None = None) -> tuple:
+    """Predict one subset and evaluate it: (probabilities, labels, metrics, threshold).
+
+    Without a threshold, the operating point is chosen on this subset (validation only).
+    """
+    table = data.read_subset(subset, work_dir)
+    labels = data.label_indices(table.label)
+    probabilities = predict_files(model, table.path)
+    if threshold is None:
+        threshold = choose_threshold(probabilities, labels)
+    sources = data.image_sources(table, work_dir).to_numpy()
+    return probabilities, labels, evaluate(probabilities, labels, threshold, sources=sources), threshold
 
 
 def _plot(subset: str, probabilities: np.ndarray, labels: np.ndarray, metrics: dict, out: Path) -> None:
@@ -221,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_validation(model_dir: Path, work_dir: Path) -> int:
     from model.export import load_keras_model
 
-    table = data.read_subset("val", work_dir)
-    labels = data.label_indices(table.label)
-    probabilities = predict_files(load_keras_model(Path(model_dir)), table.path)
-    sources = data.image_sources(table, work_dir).to_numpy()
-    metrics = evaluate(probabilities, labels, choose_threshold(probabilities, labels), sources=sources)
+    _, _, metrics, _ = score_subset(load_keras_model(Path(model_dir)), "val", work_dir)
     for key in ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "expected_calibration_error"):
         print(f"{key:<28}{_fmt(metrics[key]):>8}")
     for name in config.CLASS_NAMES:

@@ -69,8 +69,14 @@ class ValidationSelection(keras.callbacks.Callback):
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        predicted = self.model.predict(self.val_dataset, verbose=0).argmax(axis=1)
+        # One pass over validation gives every validation figure (fit's validation_data would be a
+        # second pass each epoch).
+        probabilities = self.model.predict(self.val_dataset, verbose=0)
+        predicted = probabilities.argmax(axis=1)
         score = balanced_accuracy_score(self.val_labels, predicted)
+        true_class = probabilities[np.arange(len(self.val_labels)), self.val_labels]
+        logs["val_loss"] = float(-np.mean(np.log(np.maximum(true_class, 1e-7))))
+        logs["val_accuracy"] = float(np.mean(predicted == self.val_labels))
         logs["val_balanced_accuracy"] = score
         logs["elapsed_s"] = time.monotonic() - self.started
         if score > self.best_score:
@@ -135,7 +141,6 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     started = time.monotonic()
     history = model.fit(
         train_ds,
-        validation_data=val_ds,
         epochs=settings.epochs,
         callbacks=[selection],
         verbose=2 if not sys.stdout.isatty() else "auto",
