@@ -15,6 +15,11 @@ from model.preprocessing import load_image_file
 CONTRAST_DELTA = 0.2
 BRIGHTNESS_DELTA = 0.15
 CHANNEL_GAIN_DELTA = 0.1
+# Random vignettes: circle radius in half-widths of the frame (its corners lie at 1.41), how far
+# the centre wanders, and how dark the outside gets (fraction of the original brightness).
+VIGNETTE_RADIUS = (0.85, 1.25)
+VIGNETTE_CENTRE_SHIFT = 0.1
+VIGNETTE_OUTSIDE = (0.0, 0.2)
 
 
 def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
@@ -116,6 +121,33 @@ def photometric_jitter(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(images * scale + offset, 0.0, 255.0)
 
 
+def random_vignette(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """Darken the outside of a random circle in a random share (probability) of a batch of images.
+
+    Many ISIC Archive pictures show the dark round field stop of the dermatoscope and no HAM10000
+    picture does, so a vignette says "archive, hence melanoma, nevus or seborrheic keratosis".
+    Giving every class vignettes takes that cue away.
+    """
+    apply_seed, radius_seed, centre_seed, outside_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4)
+    )
+    shape = tf.shape(images)
+    batch = shape[0]
+    rows = tf.reshape(tf.linspace(-1.0, 1.0, shape[1]), (1, -1, 1, 1))
+    cols = tf.reshape(tf.linspace(-1.0, 1.0, shape[2]), (1, 1, -1, 1))
+    centre = tf.random.stateless_uniform(
+        (batch, 1, 1, 2), centre_seed, -VIGNETTE_CENTRE_SHIFT, VIGNETTE_CENTRE_SHIFT
+    )
+    distance = tf.sqrt((rows - centre[..., :1]) ** 2 + (cols - centre[..., 1:]) ** 2)
+    radius = tf.random.stateless_uniform((batch, 1, 1, 1), radius_seed, *VIGNETTE_RADIUS)
+    outside = tf.random.stateless_uniform((batch, 1, 1, 1), outside_seed, *VIGNETTE_OUTSIDE)
+    # A soft edge (a tenth of the half-width) like a real field stop, not a hard step.
+    inside = tf.clip_by_value((radius - distance) / 0.1, 0.0, 1.0)
+    mask = outside + (1.0 - outside) * inside
+    applied = tf.random.stateless_uniform((batch, 1, 1, 1), apply_seed) < probability
+    return images * tf.where(applied, mask, tf.ones_like(mask))
+
+
 def make_dataset(
     paths,
     labels: np.ndarray,
@@ -124,13 +156,15 @@ def make_dataset(
     seed: int = config.SEED,
     weights: np.ndarray | None = None,
     crop_size: int = 0,
+    vignette: float = 0.0,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
     Training datasets are shuffled every epoch and augmented after the cache, so each epoch sees
     new variations of the decoded images. Batches are float32 pixels in 0..255, labels, and the
     per-image loss weights when weights are given. crop_size > 0 trains on random square crops
-    of that size (at the same scale, so lesions keep their apparent size).
+    of that size (at the same scale, so lesions keep their apparent size); vignette is the share
+    of training images given a random dark field stop (`random_vignette`).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -147,12 +181,19 @@ def make_dataset(
     dataset = dataset.batch(batch_size)
     if training:
         dataset = _with_seeds(dataset, seed + 1).map(
-            lambda batch, batch_seed: (photometric_jitter(batch[0], batch_seed), *batch[1:]),
+            lambda batch, batch_seed: (_jitter(batch[0], batch_seed, vignette), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
         dataset = dataset.map(lambda images, *rest: (tf.cast(images, tf.float32), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _jitter(images: tf.Tensor, seed: tf.Tensor, vignette: float) -> tf.Tensor:
+    images = photometric_jitter(images, seed)
+    if vignette <= 0:
+        return images
+    return random_vignette(images, tf.random.experimental.stateless_fold_in(seed, 1), vignette)
 
 
 def _with_seeds(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:

@@ -48,6 +48,18 @@ def confounding_text(training: dict) -> str:
             "loss weights that make every (source, class) cell weigh the same, so that within a "
             "source the classes it holds are equally likely and the source stops predicting the class"
         )
+    if training.get("vignette"):
+        measures.append(
+            f"a random dark dermatoscope vignette on {training['vignette']:.0%} of training images "
+            "of every class: many archive pictures show the round field stop and no HAM10000 picture "
+            'does, so without it a vignette says "melanoma, nevus or seborrheic keratosis"'
+        )
+    if training.get("mixstyle"):
+        measures.append(
+            f"MixStyle (Zhou et al. 2021) after the first two blocks (probability "
+            f"{training['mixstyle']}): in training, each image's early feature statistics, which "
+            "carry camera and lighting style, are partly swapped with another image's of the batch"
+        )
     listed = "; ".join(f"({i}) {m}" for i, m in enumerate(measures, 1))
     return f"{CONFOUNDING}\n\nWhat we did against it: {listed}.\n\n{CONFOUNDING_REMAINS}"
 

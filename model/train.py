@@ -49,6 +49,11 @@ class TrainConfig:
     # Train on random crop_size squares of the input (0: whole images); the saved model takes the
     # whole image at config.IMAGE_SIZE.
     crop_size: int = 112
+    # Domain generalisation against the source confound: the probability of MixStyle after the
+    # first two blocks (model.network.MixStyle) and the share of images given a random dermatoscope
+    # vignette (model.data.random_vignette). 0 turns either off.
+    mixstyle: float = 0.0
+    vignette: float = 0.0
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -127,11 +132,14 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         settings.seed,
         weights=weights,
         crop_size=settings.crop_size,
+        vignette=settings.vignette,
     )
     val_ds = data.make_dataset(val_table.path, val_labels, 64)
 
     input_size = (None, None) if settings.crop_size else config.IMAGE_SIZE
-    model = network.build_model(input_size=input_size, width=settings.width, dropout=settings.dropout)
+    model = network.build_model(
+        input_size=input_size, width=settings.width, dropout=settings.dropout, mixstyle=settings.mixstyle
+    )
     model.compile(
         optimizer=keras.optimizers.AdamW(_schedule(settings, len(train_table)), settings.weight_decay),
         loss="sparse_categorical_crossentropy",

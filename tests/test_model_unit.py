@@ -231,3 +231,65 @@ def test_training_crops_have_the_crop_size(synthetic_prepared):
     dataset = data.make_dataset(table.path, data.label_indices(table.label), 8, training=True, crop_size=96)
     images, _ = next(iter(dataset))
     assert images.shape == (8, 96, 96, 3)
+
+
+def test_mixstyle_restyles_in_training_and_is_the_identity_otherwise():
+    from model.network import MixStyle
+
+    rng = np.random.default_rng(4)
+    # Eight "images" with very different channel statistics (styles).
+    x = rng.normal(size=(8, 6, 6, 4)) * rng.uniform(0.5, 3, (8, 1, 1, 4)) + rng.uniform(-5, 5, (8, 1, 1, 4))
+    x = x.astype("float32")
+    layer = MixStyle(probability=1.0, alpha=0.1, seed=0)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    np.testing.assert_array_equal(np.asarray(MixStyle(probability=0.0)(x, training=True)), x)
+
+    mixed = np.asarray(layer(x, training=True))
+
+    def standardise(a):
+        return (a - a.mean(axis=(1, 2), keepdims=True)) / a.std(axis=(1, 2), keepdims=True)
+
+    # The content (the standardised map) is kept; the style (channel mean) moves towards another image's.
+    np.testing.assert_allclose(standardise(mixed), standardise(x), atol=1e-3)
+    assert np.abs(mixed.mean(axis=(1, 2)) - x.mean(axis=(1, 2))).max() > 0.1
+
+
+def test_model_with_mixstyle_saves_and_reloads_as_h5(tmp_path):
+    import keras
+
+    from model.network import build_model, with_temperature
+
+    flexible = build_model(input_size=(None, None), width=4, mixstyle=0.5)
+    assert sum(type(layer).__name__ == "MixStyle" for layer in flexible.layers) == 2
+    model = with_temperature(flexible, 1.0)
+    model.save(tmp_path / "model.h5")
+    reloaded = keras.models.load_model(tmp_path / "model.h5", compile=False)
+    x = np.random.default_rng(5).uniform(0, 255, (2, *config.IMAGE_SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), flexible.predict(x, verbose=0), atol=1e-6)
+
+
+def test_random_vignette_darkens_the_corners_and_keeps_the_centre():
+    import tensorflow as tf
+
+    from model.data import VIGNETTE_OUTSIDE, random_vignette
+
+    images = np.full((16, 32, 32, 3), 200.0, dtype=np.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    np.testing.assert_array_equal(np.asarray(random_vignette(images, seed, 0.0)), images)
+    framed = np.asarray(random_vignette(images, seed, 1.0))
+    np.testing.assert_array_equal(framed[:, 15:17, 15:17], images[:, 15:17, 15:17])
+    corners = framed[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert corners.max() <= 200.0 * VIGNETTE_OUTSIDE[1] + 1e-3
+    np.testing.assert_array_equal(framed, np.asarray(random_vignette(images, seed, 1.0)))  # seeded
+    half = np.asarray(random_vignette(images, seed, 0.5))
+    assert 0 < (half[:, 0, 0, 0] < 200).sum() < 16  # only a share of the batch gets one
+
+
+def test_model_card_lists_the_measures_the_run_used():
+    from model.model_card import confounding_text
+
+    plain = confounding_text({"crop_size": 0, "weighting": "class"})
+    assert "crops" not in plain and "vignette" not in plain and "MixStyle" not in plain
+    full = confounding_text({"crop_size": 112, "weighting": "source", "vignette": 0.3, "mixstyle": 0.5})
+    assert "112-pixel crops" in full and "(source, class)" in full
+    assert "vignette on 30%" in full and "MixStyle" in full
