@@ -124,22 +124,10 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     weights = data.sample_weights(
         train_labels, data.image_sources(train_table, work_dir) if settings.weighting == "source" else None
     )
-    train_ds = data.make_dataset(
-        train_table.path,
-        train_labels,
-        settings.batch_size,
-        True,
-        settings.seed,
-        weights=weights,
-        crop_size=settings.crop_size,
-        vignette=settings.vignette,
-    )
+    train_ds = training_dataset(train_table.path, train_labels, settings, weights)
     val_ds = data.make_dataset(val_table.path, val_labels, 64)
 
-    input_size = (None, None) if settings.crop_size else config.IMAGE_SIZE
-    model = network.build_model(
-        input_size=input_size, width=settings.width, dropout=settings.dropout, mixstyle=settings.mixstyle
-    )
+    model = training_model(settings)
     model.compile(
         optimizer=keras.optimizers.AdamW(_schedule(settings, len(train_table)), settings.weight_decay),
         loss="sparse_categorical_crossentropy",
@@ -166,6 +154,28 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         seconds=seconds,
         images_per_second=epochs_run * len(train_table) / seconds,
         train_images=len(train_table),
+    )
+
+
+def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=None):
+    """The shuffled, augmented training pipeline of a configuration (crops, vignettes, loss weights)."""
+    return data.make_dataset(
+        paths,
+        labels,
+        settings.batch_size,
+        training=True,
+        seed=settings.seed,
+        weights=weights,
+        crop_size=settings.crop_size,
+        vignette=settings.vignette,
+    )
+
+
+def training_model(settings: TrainConfig) -> keras.Model:
+    """The untrained network of a configuration; any input size when it trains on crops."""
+    input_size = (None, None) if settings.crop_size else config.IMAGE_SIZE
+    return network.build_model(
+        input_size=input_size, width=settings.width, dropout=settings.dropout, mixstyle=settings.mixstyle
     )
 
 
