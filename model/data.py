@@ -20,6 +20,8 @@ CHANNEL_GAIN_DELTA = 0.1
 VIGNETTE_RADIUS = (0.85, 1.25)
 VIGNETTE_CENTRE_SHIFT = 0.1
 VIGNETTE_OUTSIDE = (0.0, 0.2)
+# Resolution jitter: the smallest share of the side length a degraded batch is resampled through.
+RESOLUTION_MIN_SCALE = 0.5
 
 
 def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
@@ -148,6 +150,22 @@ def random_vignette(images: tf.Tensor, seed: tf.Tensor, probability: float) -> t
     return images * tf.where(applied, mask, tf.ones_like(mask))
 
 
+def random_resolution(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """Resample a random share (probability) of a batch down by a random factor and back up.
+
+    The archives' pictures went through different cameras, resizing and JPEG steps, so their
+    sharpness and fine texture differ by source; blurring some of every class hides that cue.
+    """
+    scale_seed, apply_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    size = tf.shape(images)[1:3]
+    # One factor per batch: tf.image.resize takes a single output size.
+    scale = tf.random.stateless_uniform((), scale_seed, RESOLUTION_MIN_SCALE, 1.0)
+    small = tf.maximum(tf.cast(tf.cast(size, tf.float32) * scale, tf.int32), 1)
+    degraded = tf.image.resize(tf.image.resize(images, small, antialias=True), size)
+    applied = tf.random.stateless_uniform((tf.shape(images)[0], 1, 1, 1), apply_seed) < probability
+    return tf.where(applied, degraded, images)
+
+
 def make_dataset(
     paths,
     labels: np.ndarray,
@@ -157,6 +175,7 @@ def make_dataset(
     weights: np.ndarray | None = None,
     crop_size: int = 0,
     vignette: float = 0.0,
+    resolution: float = 0.0,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
@@ -164,7 +183,8 @@ def make_dataset(
     new variations of the decoded images. Batches are float32 pixels in 0..255, labels, and the
     per-image loss weights when weights are given. crop_size > 0 trains on random square crops
     of that size (at the same scale, so lesions keep their apparent size); vignette is the share
-    of training images given a random dark field stop (`random_vignette`).
+    of training images given a random dark field stop (`random_vignette`), resolution the share
+    resampled through a lower resolution (`random_resolution`).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -181,7 +201,7 @@ def make_dataset(
     dataset = dataset.batch(batch_size)
     if training:
         dataset = _with_seeds(dataset, seed + 1).map(
-            lambda batch, batch_seed: (_jitter(batch[0], batch_seed, vignette), *batch[1:]),
+            lambda batch, batch_seed: (_jitter(batch[0], batch_seed, vignette, resolution), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
@@ -189,11 +209,13 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _jitter(images: tf.Tensor, seed: tf.Tensor, vignette: float) -> tf.Tensor:
+def _jitter(images: tf.Tensor, seed: tf.Tensor, vignette: float, resolution: float) -> tf.Tensor:
     images = photometric_jitter(images, seed)
-    if vignette <= 0:
-        return images
-    return random_vignette(images, tf.random.experimental.stateless_fold_in(seed, 1), vignette)
+    if resolution > 0:
+        images = random_resolution(images, tf.random.experimental.stateless_fold_in(seed, 2), resolution)
+    if vignette > 0:
+        images = random_vignette(images, tf.random.experimental.stateless_fold_in(seed, 1), vignette)
+    return images
 
 
 def _with_seeds(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:

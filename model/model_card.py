@@ -54,6 +54,12 @@ def confounding_text(training: dict) -> str:
             "of every class: many archive pictures show the round field stop and no HAM10000 picture "
             'does, so without it a vignette says "melanoma, nevus or seborrheic keratosis"'
         )
+    if training.get("resolution"):
+        measures.append(
+            f"resolution jitter: {training['resolution']:.0%} of training images resampled through "
+            "a random lower resolution, so sharpness and fine texture, which differ with each "
+            "archive's cameras and resizing, stop being cues"
+        )
     if training.get("mixstyle"):
         measures.append(
             f"MixStyle (Zhou et al. 2021) after the first two blocks (probability "

@@ -51,9 +51,11 @@ class TrainConfig:
     crop_size: int = 112
     # Domain generalisation against the source confound: the probability of MixStyle after the
     # first two blocks (model.network.MixStyle) and the share of images given a random dermatoscope
-    # vignette (model.data.random_vignette). 0 turns either off.
+    # vignette (model.data.random_vignette), and the share resampled through a lower resolution
+    # (model.data.random_resolution). 0 turns each off.
     mixstyle: float = 0.0
     vignette: float = 0.0
+    resolution: float = 0.0
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -168,6 +170,7 @@ def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=N
         weights=weights,
         crop_size=settings.crop_size,
         vignette=settings.vignette,
+        resolution=settings.resolution,
     )
 
 

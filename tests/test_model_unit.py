@@ -290,6 +290,27 @@ def test_model_card_lists_the_measures_the_run_used():
 
     plain = confounding_text({"crop_size": 0, "weighting": "class"})
     assert "crops" not in plain and "vignette" not in plain and "MixStyle" not in plain
-    full = confounding_text({"crop_size": 112, "weighting": "source", "vignette": 0.3, "mixstyle": 0.5})
+    full = confounding_text(
+        {"crop_size": 112, "weighting": "source", "vignette": 0.3, "mixstyle": 0.5, "resolution": 0.5}
+    )
     assert "112-pixel crops" in full and "(source, class)" in full
-    assert "vignette on 30%" in full and "MixStyle" in full
+    assert "vignette on 30%" in full and "MixStyle" in full and "resolution jitter: 50%" in full
+
+
+def test_random_resolution_blurs_a_share_of_the_batch_and_keeps_its_shape():
+    import tensorflow as tf
+
+    from model.data import random_resolution
+
+    # A checkerboard: the finest texture there is, which resampling through fewer pixels must soften.
+    board = (np.indices((32, 32)).sum(axis=0) % 2 * 255.0).astype(np.float32)
+    images = np.repeat(np.repeat(board[None, :, :, None], 3, axis=3), 16, axis=0)
+    seed = tf.constant([5, 6], tf.int64)
+    np.testing.assert_array_equal(np.asarray(random_resolution(images, seed, 0.0)), images)
+    everything = np.asarray(random_resolution(images, seed, 1.0))
+    assert everything.shape == images.shape
+    assert everything.std(axis=(1, 2, 3)).max() < images.std() * 0.9  # every image lost contrast
+    half = np.asarray(random_resolution(images, seed, 0.5))
+    untouched = [np.array_equal(a, b) for a, b in zip(half, images)]
+    assert 0 < sum(untouched) < 16
+    np.testing.assert_array_equal(half, np.asarray(random_resolution(images, seed, 0.5)))  # seeded
