@@ -49,10 +49,10 @@ class TrainConfig:
     # Train on random crop_size squares of the input (0: whole images); the saved model takes the
     # whole image at config.IMAGE_SIZE.
     crop_size: int = 112
-    # Domain generalisation against the source confound: the probability of MixStyle after the
-    # first two blocks (model.network.MixStyle) and the share of images given a random dermatoscope
-    # vignette (model.data.random_vignette), and the share resampled through a lower resolution
-    # (model.data.random_resolution). 0 turns each off.
+    # Against the source confound (0 turns each off): the probability of MixStyle after the first
+    # two blocks (model.network.MixStyle), the share of images given a random dermatoscope vignette
+    # (model.data.random_vignette), the share resampled through a lower resolution
+    # (model.data.random_resolution). None of them won on validation (README: runs E to H).
     mixstyle: float = 0.0
     vignette: float = 0.0
     resolution: float = 0.0
@@ -160,7 +160,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
 
 
 def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=None):
-    """The shuffled, augmented training pipeline of a configuration (crops, vignettes, loss weights)."""
+    """The shuffled, augmented training pipeline of a configuration (crops, jitter, loss weights)."""
     return data.make_dataset(
         paths,
         labels,
