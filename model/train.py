@@ -56,6 +56,9 @@ class TrainConfig:
     mixstyle: float = 0.0
     vignette: float = 0.0
     resolution: float = 0.0
+    # Against seed noise (run K): keep an exponential moving average of the weights with this
+    # per-step momentum and select and save the averaged weights (0: plain weights).
+    ema: float = 0.0
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -131,16 +134,19 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
 
     model = training_model(settings)
     model.compile(
-        optimizer=keras.optimizers.AdamW(_schedule(settings, len(train_table)), settings.weight_decay),
+        optimizer=_optimizer(settings, len(train_table)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     selection = ValidationSelection(val_ds, val_labels, settings.patience, settings.max_minutes * 60)
+    # With EMA, the averaged weights are swapped in at each epoch end, before the selection scores
+    # and keeps them; the selection then restores the best of them when training ends.
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if settings.ema else []
     started = time.monotonic()
     history = model.fit(
         train_ds,
         epochs=settings.epochs,
-        callbacks=[selection],
+        callbacks=[*callbacks, selection],
         verbose=2 if not sys.stdout.isatty() else "auto",
     )
     seconds = time.monotonic() - started
@@ -222,6 +228,13 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
     )
     export.write_metadata(metadata, out_dir)
     return out_dir
+
+
+def _optimizer(settings: TrainConfig, train_images: int) -> keras.optimizers.AdamW:
+    schedule = _schedule(settings, train_images)
+    if not settings.ema:
+        return keras.optimizers.AdamW(schedule, settings.weight_decay)
+    return keras.optimizers.AdamW(schedule, settings.weight_decay, use_ema=True, ema_momentum=settings.ema)
 
 
 def _schedule(settings: TrainConfig, train_images: int) -> keras.optimizers.schedules.CosineDecay:
