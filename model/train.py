@@ -139,14 +139,11 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         metrics=["accuracy"],
     )
     selection = ValidationSelection(val_ds, val_labels, settings.patience, settings.max_minutes * 60)
-    # With EMA, the averaged weights are swapped in at each epoch end, before the selection scores
-    # and keeps them; the selection then restores the best of them when training ends.
-    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if settings.ema else []
     started = time.monotonic()
     history = model.fit(
         train_ds,
         epochs=settings.epochs,
-        callbacks=[*callbacks, selection],
+        callbacks=fit_callbacks(settings, selection),
         verbose=2 if not sys.stdout.isatty() else "auto",
     )
     seconds = time.monotonic() - started
@@ -228,6 +225,15 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
     )
     export.write_metadata(metadata, out_dir)
     return out_dir
+
+
+def fit_callbacks(settings: TrainConfig, selection: ValidationSelection) -> list[keras.callbacks.Callback]:
+    """The callbacks of a run, in order: the EMA swap (if any), then the epoch selection."""
+    if not settings.ema:
+        return [selection]
+    # Swapping the averaged weights in at each epoch end, before the selection scores and keeps
+    # them, makes the saved model the averaged one; the selection restores its best when fit ends.
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), selection]
 
 
 def _optimizer(settings: TrainConfig, train_images: int) -> keras.optimizers.AdamW:

@@ -314,3 +314,44 @@ def test_random_resolution_blurs_a_share_of_the_batch_and_keeps_its_shape():
     untouched = [np.array_equal(a, b) for a, b in zip(half, images)]
     assert 0 < sum(untouched) < 16
     np.testing.assert_array_equal(half, np.asarray(random_resolution(images, seed, 0.5)))  # seeded
+
+
+def test_ema_run_selects_and_keeps_the_averaged_weights():
+    import keras
+
+    from model import network, train
+
+    class RawWeights(keras.callbacks.Callback):
+        """Records the weights of the last step at each epoch end, before any swap."""
+
+        def on_train_begin(self, logs=None):
+            self.by_epoch = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.by_epoch[epoch] = self.model.get_weights()
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, config.NUM_CLASSES, 16)
+    for ema in (0.0, 0.9):
+        settings = train.TrainConfig(ema=ema, epochs=2, warmup_epochs=1, batch_size=8)
+        keras.utils.set_random_seed(0)
+        model = network.build_model(input_size=(32, 32), width=4)
+        model.compile(
+            optimizer=train._optimizer(settings, len(images)), loss="sparse_categorical_crossentropy"
+        )
+        raw = RawWeights()
+        selection = train.ValidationSelection(images, labels, patience=5, max_seconds=600)
+        model.fit(
+            images,
+            labels,
+            batch_size=8,
+            epochs=2,
+            verbose=0,
+            callbacks=[raw, *train.fit_callbacks(settings, selection)],
+        )
+        kept = selection.best_weights
+        differs = any(not np.array_equal(a, b) for a, b in zip(kept, raw.by_epoch[selection.best_epoch]))
+        assert differs == bool(ema)  # averaged weights were scored and kept only with EMA
+        for final, best in zip(model.get_weights(), kept):
+            np.testing.assert_array_equal(final, best)  # the model ends on the kept weights
