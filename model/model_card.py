@@ -149,11 +149,18 @@ def _training_text(training: dict) -> str:
         f"{training['epochs_run']} epochs (best: {training['best_epoch']}, selected on validation "
         f"balanced accuracy {training['best_val_balanced_accuracy']:.3f}), batch {training['batch_size']}, "
         f"AdamW lr {training['learning_rate']} with {training['warmup_epochs']}-epoch warm-up and cosine "
-        f"decay, width {training['width']}, seed {training['seed']}. {_weighting_text(training)} Wall time "
+        f"decay, width {training['width']}, seed {training['seed']}.{_ema_text(training)} "
+        f"{_weighting_text(training)} Wall time "
         f"{training['wall_seconds'] / 60:.1f} min on {training.get('machine', 'a 2-core CPU')} "
         f"({training['images_per_second']:.0f} training images/s). {_calibration_text(training)} "
         "Curves: `training_curves.png`."
     )
+
+
+def _ema_text(training: dict) -> str:
+    if not training.get("ema"):
+        return ""
+    return f" The saved weights are a moving average of the training steps (EMA momentum {training['ema']})."
 
 
 def _weighting_text(training: dict) -> str:
