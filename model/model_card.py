@@ -149,12 +149,17 @@ def _training_text(training: dict) -> str:
         f"{training['epochs_run']} epochs (best: {training['best_epoch']}, selected on validation "
         f"balanced accuracy {training['best_val_balanced_accuracy']:.3f}), batch {training['batch_size']}, "
         f"AdamW lr {training['learning_rate']} with {training['warmup_epochs']}-epoch warm-up and cosine "
-        f"decay, width {training['width']}, seed {training['seed']}.{_ema_text(training)} "
+        f"decay, width {training['width']}{_deep_width_text(training)}, seed {training['seed']}.{_ema_text(training)} "
         f"{_weighting_text(training)} Wall time "
         f"{training['wall_seconds'] / 60:.1f} min on {training.get('machine', 'a 2-core CPU')} "
         f"({training['images_per_second']:.0f} training images/s). {_calibration_text(training)} "
         "Curves: `training_curves.png`."
     )
+
+
+def _deep_width_text(training: dict) -> str:
+    scale = training.get("deep_width_scale", 1.0)
+    return "" if scale == 1.0 else f" (x{scale} in the two low-resolution stages)"
 
 
 def _ema_text(training: dict) -> str:

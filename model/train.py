@@ -59,6 +59,8 @@ class TrainConfig:
     # Against seed noise (run K): keep an exponential moving average of the weights with this
     # per-step momentum and select and save the averaged weights (0: plain weights).
     ema: float = 0.0
+    # Multiplies the channels of the two low-resolution stages (model.network.build_model).
+    deep_width_scale: float = 1.0
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -181,7 +183,11 @@ def training_model(settings: TrainConfig) -> keras.Model:
     """The untrained network of a configuration; any input size when it trains on crops."""
     input_size = (None, None) if settings.crop_size else config.IMAGE_SIZE
     return network.build_model(
-        input_size=input_size, width=settings.width, dropout=settings.dropout, mixstyle=settings.mixstyle
+        input_size=input_size,
+        width=settings.width,
+        dropout=settings.dropout,
+        mixstyle=settings.mixstyle,
+        deep_width_scale=settings.deep_width_scale,
     )
 
 

@@ -36,6 +36,16 @@ def test_build_model_is_pure_and_width_scales_parameters():
     assert build_model(width=8).count_params() > build_model(width=4).count_params()
 
 
+def test_deep_width_scale_widens_only_the_low_resolution_stages():
+    from model.network import build_model
+
+    plain, wide = build_model(width=4), build_model(width=4, deep_width_scale=1.5)
+    assert wide.get_layer("block3_0_conv").filters == 24 and wide.get_layer("features_conv").filters == 48
+    assert plain.get_layer("features_conv").filters == 32
+    for early in ("stem_conv", "block1_0_conv", "block2_1_conv"):
+        assert wide.get_layer(early).filters == plain.get_layer(early).filters
+
+
 def test_shades_of_grey_removes_a_colour_cast():
     from model.network import ShadesOfGrey
 
