@@ -150,7 +150,7 @@ def _training_text(training: dict) -> str:
         f"balanced accuracy {training['best_val_balanced_accuracy']:.3f}), batch {training['batch_size']}, "
         f"AdamW lr {training['learning_rate']} with {training['warmup_epochs']}-epoch warm-up and cosine "
         f"decay, width {training['width']}{_deep_width_text(training)}, seed {training['seed']}."
-        f"{_ema_text(training)} "
+        f"{_ema_text(training)}{_smoothing_text(training)} "
         f"{_weighting_text(training)} Wall time "
         f"{training['wall_seconds'] / 60:.1f} min on {training.get('machine', 'a 2-core CPU')} "
         f"({training['images_per_second']:.0f} training images/s). {_calibration_text(training)} "
@@ -167,6 +167,13 @@ def _ema_text(training: dict) -> str:
     if not training.get("ema"):
         return ""
     return f" The saved weights are a moving average of the training steps (EMA momentum {training['ema']})."
+
+
+def _smoothing_text(training: dict) -> str:
+    smoothing = training.get("label_smoothing", 0.0)
+    if not smoothing:
+        return ""
+    return f" Label smoothing {smoothing}: each target spreads that share evenly over the classes."
 
 
 def _weighting_text(training: dict) -> str:

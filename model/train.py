@@ -61,6 +61,8 @@ class TrainConfig:
     ema: float = 0.0
     # Multiplies the channels of the two low-resolution stages (model.network.build_model).
     deep_width_scale: float = 1.0
+    # Label smoothing: the target puts this much of its mass evenly on all classes (0: hard labels).
+    label_smoothing: float = 0.0
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -107,6 +109,22 @@ class ValidationSelection(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (Keras's sparse loss has no smoothing)."""
+
+    def __init__(self, smoothing: float = 0.0, **kwargs):
+        super().__init__(name="smoothed_sparse_crossentropy", **kwargs)
+        self.smoothing = smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
 @dataclass
 class TrainResult:
     """A trained, calibrated model and what it took to make it."""
@@ -137,7 +155,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     model = training_model(settings)
     model.compile(
         optimizer=_optimizer(settings, len(train_table)),
-        loss="sparse_categorical_crossentropy",
+        loss=_loss(settings),
         metrics=["accuracy"],
     )
     selection = ValidationSelection(val_ds, val_labels, settings.patience, settings.max_minutes * 60)
@@ -240,6 +258,13 @@ def fit_callbacks(settings: TrainConfig, selection: ValidationSelection) -> list
     # Swapping the averaged weights in at each epoch end, before the selection scores and keeps
     # them, makes the saved model the averaged one; the selection restores its best when fit ends.
     return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), selection]
+
+
+def _loss(settings: TrainConfig) -> str | keras.losses.Loss:
+    # Keras's own loss when there is no smoothing, so the default run stays exactly run C's.
+    if not settings.label_smoothing:
+        return "sparse_categorical_crossentropy"
+    return SmoothedSparseCrossentropy(settings.label_smoothing)
 
 
 def _optimizer(settings: TrainConfig, train_images: int) -> keras.optimizers.AdamW:

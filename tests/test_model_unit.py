@@ -326,6 +326,25 @@ def test_random_resolution_blurs_a_share_of_the_batch_and_keeps_its_shape():
     np.testing.assert_array_equal(half, np.asarray(random_resolution(images, seed, 0.5)))  # seeded
 
 
+def test_label_smoothing_loss_matches_keras_on_one_hot_labels():
+    import keras
+
+    from model.train import SmoothedSparseCrossentropy
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 6)
+    probabilities = rng.dirichlet(np.ones(5), 6).astype("float32")
+    weights = rng.uniform(0.5, 2.0, 6).astype("float32")
+    for smoothing in (0.0, 0.1):
+        ours = SmoothedSparseCrossentropy(smoothing)(labels, probabilities, sample_weight=weights)
+        keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+        reference = keras_loss(np.eye(5)[labels], probabilities, sample_weight=weights)
+        assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+    # Smoothing penalises a confident right answer: the loss of a one-hot prediction is no longer 0.
+    confident = np.eye(5, dtype="float32")[labels]
+    assert float(SmoothedSparseCrossentropy(0.1)(labels, np.clip(confident, 1e-3, 1))) > 0.1
+
+
 def test_ema_run_selects_and_keeps_the_averaged_weights():
     import keras
 
