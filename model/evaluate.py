@@ -31,6 +31,9 @@ MELANOMA = config.CLASS_NAMES.index(config.MELANOMA)
 # malignant probability that still finds this share of the malignant validation images.
 TARGET_SENSITIVITY = 0.85
 BOOTSTRAP_ROUNDS = 2000
+# The frame probe pastes this share of the side, at every edge, from one image onto another.
+FRAME_PROBE_WIDTH = 0.1
+FRAME_PROBE_DONORS = {"archive": "ISIC archive, later ids", "control": "HAM10000"}
 
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
@@ -115,6 +118,47 @@ def by_source(predicted: np.ndarray, labels: np.ndarray, sources: np.ndarray) ->
     return table
 
 
+def frame_probe(model, images: np.ndarray, labels: np.ndarray, sources: np.ndarray, seed: int = config.SEED):
+    """How much the model reads the frame's border: HAM10000 images given other images' borders.
+
+    Later-archive pictures carry rulers and ink marks at their edges, and in Train those ids are
+    melanomas or seborrheic keratoses. A model that learned the border as a source cue calls a
+    HAM10000 lesion "melanoma" once it wears a later-archive border; HAM10000 borders (the same
+    seam, no change of source) are the control. Returns None without HAM10000 images.
+    """
+    recipients = np.flatnonzero(sources == "HAM10000")
+    if len(recipients) == 0:
+        return None
+    side = images.shape[1]
+    border = int(round(side * FRAME_PROBE_WIDTH))
+    frame = np.ones(images.shape[1:3], dtype=bool)
+    frame[border : side - border, border : side - border] = False
+    rng = np.random.default_rng(seed)
+    variants = {"own": images[recipients]}
+    for name, source in FRAME_PROBE_DONORS.items():
+        donors = np.flatnonzero(sources == source)
+        if len(donors):
+            framed = images[recipients].copy()
+            framed[:, frame] = images[rng.choice(donors, len(recipients))][:, frame]
+            variants[f"{name}_borders"] = framed
+    result = {"images": int(len(recipients))}
+    for name, batch in variants.items():
+        predicted = model.predict(batch, batch_size=64, verbose=0).argmax(axis=1)
+        result[name] = {
+            "accuracy": float((predicted == labels[recipients]).mean()),
+            "called_melanoma": float((predicted == MELANOMA).mean()),
+        }
+    return result
+
+
+def validation_frame_probe(model, work_dir: Path) -> dict | None:
+    """`frame_probe` on the validation split (recipients and donors are all validation images)."""
+    table = data.read_subset("val", work_dir)
+    images = np.stack([load_image_file(p) for p in table.path]).astype(np.float32)
+    sources = data.image_sources(table, work_dir).to_numpy()
+    return frame_probe(model, images, data.label_indices(table.label), sources)
+
+
 def bootstrap_intervals(
     probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS
 ) -> dict:
@@ -142,6 +186,7 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     for subset in ("val", "test"):
         probabilities, labels, results[subset], threshold = score_subset(model, subset, work_dir, threshold)
         _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
+    results["frame_probe"] = validation_frame_probe(model, work_dir)
     results["operating_point"] = {
         "malignant_threshold": threshold,
         "chosen_on": "validation",
@@ -229,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 def _print_validation(model_dir: Path, work_dir: Path) -> int:
     from model.export import load_keras_model
 
-    _, _, metrics, _ = score_subset(load_keras_model(Path(model_dir)), "val", work_dir)
+    model = load_keras_model(Path(model_dir))
+    _, _, metrics, _ = score_subset(model, "val", work_dir)
     for key in ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "expected_calibration_error"):
         print(f"{key:<28}{_fmt(metrics[key]):>8}")
     for name in config.CLASS_NAMES:
@@ -237,6 +283,13 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
     for source, row in metrics["by_source"].items():
         recall = _fmt(row["melanoma_recall"])
         print(f"{source:<28} accuracy {_fmt(row['accuracy'])}  melanoma recall {recall}")
+    probe = validation_frame_probe(model, work_dir)
+    for name, row in (probe or {}).items():
+        if isinstance(row, dict):
+            print(
+                f"frame probe, HAM10000 with {name:<16} accuracy {_fmt(row['accuracy'])}"
+                f"  called melanoma {_fmt(row['called_melanoma'])}"
+            )
     return 0
 
 

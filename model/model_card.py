@@ -60,6 +60,12 @@ def confounding_text(training: dict) -> str:
             "a random lower resolution, so sharpness and fine texture, which differ with each "
             "archive's cameras and resizing, stop being cues"
         )
+    if training.get("frame_swap"):
+        measures.append(
+            f"frame swaps: {training['frame_swap']:.0%} of training images get the border (6-16% of "
+            "the side) of another image of their batch, so the rulers, ink marks and scale bars at "
+            "the frame's edge, which differ between archives, stop predicting the class"
+        )
     if training.get("mixstyle"):
         measures.append(
             f"MixStyle (Zhou et al. 2021) after the first two blocks (probability "
@@ -242,6 +248,7 @@ def _results_text(metrics: dict) -> str:
             + "\n\nPer class, official Test:\n\n"
             + "\n".join(per_class)
             + _by_source_text(val, test)
+            + _frame_probe_text(metrics.get("frame_probe"))
             + "\n\nPlots: `evaluation/confusion_test.png`, `evaluation/roc_test.png`, "
             "`evaluation/reliability_test.png` (and `_val` versions), `training_curves.png`.\n\n"
             "![Confusion matrix](evaluation/confusion_test.png)\n![ROC](evaluation/roc_test.png)\n"
@@ -264,6 +271,27 @@ def _by_source_text(val: dict, test: dict) -> str:
                 f"{_fmt(r['melanoma_recall'])} |"
             )
     return "\n\nBy acquisition source (where the source confound shows):\n\n" + "\n".join(rows)
+
+
+def _frame_probe_text(probe: dict | None) -> str:
+    if not probe:
+        return ""
+    rows = ["| HAM10000 validation images with | accuracy | called melanoma |", "|---|---|---|"]
+    names = {
+        "own": "their own border",
+        "archive_borders": "borders of later-archive images",
+        "control_borders": "borders of other HAM10000 images (control)",
+    }
+    for key, name in names.items():
+        if key in probe:
+            row = probe[key]
+            rows.append(f"| {name} | {_fmt(row['accuracy'])} | {_fmt(row['called_melanoma'])} |")
+    return (
+        f"\n\nFrame probe (`model.evaluate.frame_probe`): the outer 10% of the {probe['images']} HAM10000 "
+        "validation images replaced by another validation image's. A gap between the archive and the "
+        "control rows is the source cue the border carries; a drop in both is fragility to the seam.\n\n"
+        + "\n".join(rows)
+    )
 
 
 def _fmt(value) -> str:

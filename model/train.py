@@ -56,6 +56,9 @@ class TrainConfig:
     mixstyle: float = 0.0
     vignette: float = 0.0
     resolution: float = 0.0
+    # The share of training images given the border of another image of their batch
+    # (model.data.random_frame_swap): rulers and marks at the frame's edge identify the archive.
+    frame_swap: float = 0.0
     # Against seed noise (run K): keep an exponential moving average of the weights with this
     # per-step momentum and select and save the averaged weights (0: plain weights).
     ema: float = 0.0
@@ -194,6 +197,7 @@ def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=N
         crop_size=settings.crop_size,
         vignette=settings.vignette,
         resolution=settings.resolution,
+        frame_swap=settings.frame_swap,
     )
 
 

@@ -301,10 +301,84 @@ def test_model_card_lists_the_measures_the_run_used():
     plain = confounding_text({"crop_size": 0, "weighting": "class"})
     assert "crops" not in plain and "vignette" not in plain and "MixStyle" not in plain
     full = confounding_text(
-        {"crop_size": 112, "weighting": "source", "vignette": 0.3, "mixstyle": 0.5, "resolution": 0.5}
+        {
+            "crop_size": 112,
+            "weighting": "source",
+            "vignette": 0.3,
+            "mixstyle": 0.5,
+            "resolution": 0.5,
+            "frame_swap": 0.5,
+        }
     )
     assert "112-pixel crops" in full and "(source, class)" in full
     assert "vignette on 30%" in full and "MixStyle" in full and "resolution jitter: 50%" in full
+    assert "frame swaps: 50%" in full and "frame swaps" not in plain
+
+
+def test_random_frame_swap_replaces_the_border_and_keeps_the_centre():
+    import tensorflow as tf
+
+    from model.data import FRAME_SEAM, FRAME_WIDTH, random_frame_swap
+
+    # Every image a different flat grey, so a swapped border shows as another image's value.
+    images = np.broadcast_to(np.arange(16, dtype=np.float32)[:, None, None, None] * 10, (16, 64, 64, 3))
+    seed = tf.constant([7, 8], tf.int64)
+    np.testing.assert_array_equal(np.asarray(random_frame_swap(images, seed, 0.0)), images)
+    swapped = np.asarray(random_frame_swap(images, seed, 1.0))
+    edge = int(np.ceil(64 * (FRAME_WIDTH[1] + FRAME_SEAM))) + 1  # the widest border and its seam
+    centre = slice(edge, 64 - edge)
+    np.testing.assert_array_equal(swapped[:, centre, centre], images[:, centre, centre])
+    corners = swapped[:, 0, 0, 0]
+    # The corners now hold values of the batch's images, and (a permutation) not all their own.
+    assert set(corners) <= set(images[:, 0, 0, 0]) and (corners != images[:, 0, 0, 0]).any()
+    np.testing.assert_array_equal(swapped, np.asarray(random_frame_swap(images, seed, 1.0)))  # seeded
+    half = np.asarray(random_frame_swap(images, seed, 0.5))
+    untouched = [np.array_equal(a, b) for a, b in zip(half, images)]
+    assert 0 < sum(untouched) < 16
+
+
+def test_frame_probe_tells_a_border_reader_from_a_centre_reader():
+    from model.evaluate import MELANOMA, frame_probe
+
+    # Six HAM10000 images (dark border, label 0) and six later-archive ones (bright border).
+    images = np.full((12, 40, 40, 3), 60.0, dtype=np.float32)
+    images[6:] = 220.0
+    images[:, 10:30, 10:30] = 120.0  # the same lesion in every centre
+    labels = np.zeros(12, dtype=int)
+    sources = np.array(["HAM10000"] * 6 + ["ISIC archive, later ids"] * 6)
+
+    class Reader:  # a stand-in model: melanoma if the chosen pixel is bright, class 0 otherwise
+        def __init__(self, row):
+            self.row = row
+
+        def predict(self, batch, **_):
+            calls = np.where(batch[:, self.row, self.row, 0] > 150, MELANOMA, 0)
+            return np.eye(config.NUM_CLASSES)[calls]
+
+    border = frame_probe(Reader(row=0), images, labels, sources)
+    assert border["images"] == 6
+    assert border["own"] == {"accuracy": 1.0, "called_melanoma": 0.0}
+    assert border["control_borders"] == border["own"]
+    assert border["archive_borders"] == {"accuracy": 0.0, "called_melanoma": 1.0}
+    centre = frame_probe(Reader(row=20), images, labels, sources)
+    assert centre["archive_borders"] == centre["control_borders"] == centre["own"]
+    assert frame_probe(Reader(row=0), images[6:], labels[6:], sources[6:]) is None
+
+
+def test_model_card_reports_the_frame_probe():
+    from model.model_card import _frame_probe_text
+
+    probe = {
+        "images": 191,
+        "own": {"accuracy": 0.681, "called_melanoma": 0.042},
+        "archive_borders": {"accuracy": 0.356, "called_melanoma": 0.309},
+        "control_borders": {"accuracy": 0.314, "called_melanoma": 0.304},
+    }
+    text = _frame_probe_text(probe)
+    assert "191 HAM10000" in text
+    assert "| borders of later-archive images | 0.356 | 0.309 |" in text
+    assert "(control) | 0.314 | 0.304 |" in text
+    assert _frame_probe_text(None) == ""
 
 
 def test_random_resolution_blurs_a_share_of_the_batch_and_keeps_its_shape():
