@@ -88,17 +88,19 @@ def random_orientation(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.cond(choice >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
 
 
-def random_view(image: tf.Tensor, seed: tf.Tensor, crop_size: int = 0) -> tf.Tensor:
+def random_view(image: tf.Tensor, seed: tf.Tensor, crop_size: int | tf.Variable = 0) -> tf.Tensor:
     """A random orientation of the image and, if crop_size > 0, a random crop_size square of it.
 
     Crops move the lesion around the frame and cut off corners and borders, where vignetting and
-    rulers (which differ between image sources) live.
+    rulers (which differ between image sources) live. crop_size may be a tf.Variable that training
+    changes between epochs (progressive resizing).
     """
     image = random_orientation(image, seed)
-    if crop_size <= 0:
+    if isinstance(crop_size, int) and crop_size <= 0:
         return image
     crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    return tf.image.stateless_random_crop(image, (crop_size, crop_size, 3), crop_seed)
+    size = (crop_size, crop_size, 3) if isinstance(crop_size, int) else tf.stack([crop_size, crop_size, 3])
+    return tf.image.stateless_random_crop(image, size, crop_seed)
 
 
 def photometric_jitter(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -200,7 +202,7 @@ def make_dataset(
     training: bool = False,
     seed: int = config.SEED,
     weights: np.ndarray | None = None,
-    crop_size: int = 0,
+    crop_size: int | tf.Variable = 0,
     vignette: float = 0.0,
     resolution: float = 0.0,
     frame_swap: float = 0.0,

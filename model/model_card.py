@@ -189,6 +189,13 @@ def _weighting_text(training: dict) -> str:
     }.get(training.get("weighting", "class"), "")
     crop = training.get("crop_size", 0)
     crops = f" Trained on random {crop}x{crop} crops; served on the whole image." if crop else ""
+    small, small_epochs = training.get("small_crop_size", 0), training.get("small_crop_epochs", 0)
+    if crop and small and small_epochs:
+        crops += (
+            f" Progressive resizing: the first {small_epochs} epochs used {small}x{small} crops "
+            f"(same scale, {(small / crop) ** 2:.0%} of the pixels, so faster epochs), "
+            f"the rest {crop}x{crop}."
+        )
     return weighting + crops
 
 

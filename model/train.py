@@ -49,6 +49,11 @@ class TrainConfig:
     # Train on random crop_size squares of the input (0: whole images); the saved model takes the
     # whole image at config.IMAGE_SIZE.
     crop_size: int = 112
+    # Progressive resizing: the first small_crop_epochs epochs train on small_crop_size crops (at
+    # the same scale), which cost about (small / crop_size)^2 of the time, so more epochs fit the
+    # time budget; 0 turns it off.
+    small_crop_size: int = 0
+    small_crop_epochs: int = 0
     # Against the source confound (0 turns each off): the probability of MixStyle after the first
     # two blocks (model.network.MixStyle), the share of images given a random dermatoscope vignette
     # (model.data.random_vignette), the share resampled through a lower resolution
@@ -83,7 +88,7 @@ class ValidationSelection(keras.callbacks.Callback):
         self.val_dataset, self.val_labels = val_dataset, val_labels
         self.patience, self.max_seconds = patience, max_seconds
         self.best_score, self.best_epoch, self.best_weights = -1.0, -1, None
-        self.started = time.monotonic()
+        self.started = self.last_epoch_end = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         # One pass over validation gives every validation figure (fit's validation_data would be a
@@ -100,8 +105,10 @@ class ValidationSelection(keras.callbacks.Callback):
             self.best_score, self.best_epoch = score, epoch
             self.best_weights = self.model.get_weights()
         out_of_patience = epoch - self.best_epoch >= self.patience
-        # Stop early enough that one more epoch would not overrun the budget.
-        epoch_seconds = logs["elapsed_s"] / (epoch + 1)
+        # Stop early enough that one more epoch, as long as this one, would not overrun the budget
+        # (the last epoch, not the mean: small-crop epochs are faster than the rest).
+        epoch_seconds = time.monotonic() - self.last_epoch_end
+        self.last_epoch_end = time.monotonic()
         out_of_time = logs["elapsed_s"] + epoch_seconds > self.max_seconds
         if out_of_patience or out_of_time:
             log.info("stopping after epoch %d (%s)", epoch + 1, "patience" if out_of_patience else "time")
@@ -110,6 +117,17 @@ class ValidationSelection(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+class CropSchedule(keras.callbacks.Callback):
+    """Progressive resizing: set the training crop size (a tf.Variable the pipeline reads) per epoch."""
+
+    def __init__(self, crop_size, small: int, full: int, small_epochs: int):
+        super().__init__()
+        self.crop_size, self.small, self.full, self.small_epochs = crop_size, small, full, small_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.crop_size.assign(self.small if epoch < self.small_epochs else self.full)
 
 
 class SmoothedSparseCrossentropy(keras.losses.Loss):
@@ -152,7 +170,8 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     weights = data.sample_weights(
         train_labels, data.image_sources(train_table, work_dir) if settings.weighting == "source" else None
     )
-    train_ds = training_dataset(train_table.path, train_labels, settings, weights)
+    crop_size = training_crop_size(settings)
+    train_ds = training_dataset(train_table.path, train_labels, settings, weights, crop_size)
     val_ds = data.make_dataset(val_table.path, val_labels, 64)
 
     model = training_model(settings)
@@ -166,7 +185,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     history = model.fit(
         train_ds,
         epochs=settings.epochs,
-        callbacks=fit_callbacks(settings, selection),
+        callbacks=fit_callbacks(settings, selection, crop_size),
         verbose=2 if not sys.stdout.isatty() else "auto",
     )
     seconds = time.monotonic() - started
@@ -185,7 +204,16 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     )
 
 
-def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=None):
+def training_crop_size(settings: TrainConfig):
+    """The crop size the pipeline reads: an int, or a tf.Variable when the crop grows during training."""
+    if not (settings.small_crop_epochs and settings.small_crop_size and settings.crop_size):
+        return settings.crop_size
+    import tensorflow as tf
+
+    return tf.Variable(settings.small_crop_size, dtype=tf.int32, trainable=False, name="crop_size")
+
+
+def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=None, crop_size=None):
     """The shuffled, augmented training pipeline of a configuration (crops, jitter, loss weights)."""
     return data.make_dataset(
         paths,
@@ -194,7 +222,7 @@ def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=N
         training=True,
         seed=settings.seed,
         weights=weights,
-        crop_size=settings.crop_size,
+        crop_size=settings.crop_size if crop_size is None else crop_size,
         vignette=settings.vignette,
         resolution=settings.resolution,
         frame_swap=settings.frame_swap,
@@ -255,13 +283,19 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
     return out_dir
 
 
-def fit_callbacks(settings: TrainConfig, selection: ValidationSelection) -> list[keras.callbacks.Callback]:
-    """The callbacks of a run, in order: the EMA swap (if any), then the epoch selection."""
-    if not settings.ema:
-        return [selection]
-    # Swapping the averaged weights in at each epoch end, before the selection scores and keeps
-    # them, makes the saved model the averaged one; the selection restores its best when fit ends.
-    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), selection]
+def fit_callbacks(
+    settings: TrainConfig, selection: ValidationSelection, crop_size=None
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of a run, in order: the crop schedule and EMA swap (if any), then the selection."""
+    callbacks = []
+    if crop_size is not None and not isinstance(crop_size, int):
+        small_epochs = settings.small_crop_epochs
+        callbacks.append(CropSchedule(crop_size, settings.small_crop_size, settings.crop_size, small_epochs))
+    if settings.ema:
+        # Swapping the averaged weights in at each epoch end, before the selection scores and keeps
+        # them, makes the saved model the averaged one; the selection restores its best at the end.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    return [*callbacks, selection]
 
 
 def _loss(settings: TrainConfig) -> str | keras.losses.Loss:

@@ -458,3 +458,42 @@ def test_ema_run_selects_and_keeps_the_averaged_weights():
         assert differs == bool(ema)  # averaged weights were scored and kept only with EMA
         for final, best in zip(model.get_weights(), kept):
             np.testing.assert_array_equal(final, best)  # the model ends on the kept weights
+
+
+def test_progressive_resizing_trains_on_small_crops_then_on_full_crops(synthetic_prepared):
+    import tensorflow as tf
+
+    from model import data, network, train
+
+    assert train.training_crop_size(train.TrainConfig(crop_size=64)) == 64  # off by default
+    settings = train.TrainConfig(crop_size=64, small_crop_size=48, small_crop_epochs=2, batch_size=8)
+    crop_size = train.training_crop_size(settings)
+    table = data.read_training_set(synthetic_prepared)
+    labels = data.label_indices(table.label)
+    dataset = train.training_dataset(table.path, labels, settings, crop_size=crop_size)
+    sides = []  # the side of every batch the model trains on, in order
+
+    def record(images):
+        sides.append(images.shape[1])
+        return images
+
+    def recorded(images, labels):
+        images = tf.numpy_function(record, [images], tf.float32)
+        return tf.ensure_shape(images, [None, None, None, 3]), labels
+
+    dataset = dataset.map(recorded)
+    model = network.build_model(input_size=(None, None), width=4)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    schedule = train.fit_callbacks(settings, train.ValidationSelection([], [], 1, 1), crop_size)[0]
+    model.fit(dataset, epochs=3, verbose=0, callbacks=[schedule])
+    per_epoch = -(-len(table) // 8)
+    # Keras starts each epoch's pipeline after the callback set the size: no batch of a wrong size.
+    assert sides == [48] * (2 * per_epoch) + [64] * per_epoch
+
+
+def test_model_card_mentions_progressive_resizing_only_when_used():
+    from model.model_card import _weighting_text
+
+    assert "Progressive" not in _weighting_text({"crop_size": 112})
+    text = _weighting_text({"crop_size": 112, "small_crop_size": 80, "small_crop_epochs": 36})
+    assert "first 36 epochs used 80x80 crops" in text
