@@ -51,7 +51,8 @@ class TrainConfig:
     crop_size: int = 112
     # Progressive resizing: the first small_crop_epochs epochs train on small_crop_size crops (at
     # the same scale), which cost about (small / crop_size)^2 of the time, so more epochs fit the
-    # time budget; 0 turns it off.
+    # time budget; 0 turns it off. Give it a patience that covers the schedule: validation is noisy
+    # in the small-crop phase, and the default patience ended run U there (README).
     small_crop_size: int = 0
     small_crop_epochs: int = 0
     # Against the source confound (0 turns each off): the probability of MixStyle after the first
