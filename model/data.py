@@ -27,6 +27,12 @@ FRAME_WIDTH = (0.06, 0.16)
 FRAME_SEAM = 0.02
 
 
+# The acquisition sources of `image_sources`.
+HAM_SOURCE = "HAM10000"
+EARLY_ARCHIVE_SOURCE = "ISIC archive, early ids"
+LATER_ARCHIVE_SOURCE = "ISIC archive, later ids"
+
+
 def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
     """The rebalanced training set written by `python -m data_prep rebalance` (path, label, ...)."""
     return _read(Path(work_dir) / config.AUGMENTED_MANIFEST_FILE)
@@ -56,10 +62,10 @@ def image_sources(table: pd.DataFrame, work_dir: Path = config.WORK_DIR) -> pd.S
     numbers = pd.to_numeric(image_ids.str.extract(r"ISIC_(\d+)")[0], errors="coerce").fillna(np.inf)
     archive = np.where(
         numbers.to_numpy() < config.ISIC_ARCHIVE_EARLY_IDS_END,
-        "ISIC archive, early ids",
-        "ISIC archive, later ids",
+        EARLY_ARCHIVE_SOURCE,
+        LATER_ARCHIVE_SOURCE,
     )
-    return pd.Series(np.where(in_ham, "HAM10000", archive), index=table.index, name="source")
+    return pd.Series(np.where(in_ham, HAM_SOURCE, archive), index=table.index, name="source")
 
 
 def sample_weights(labels: np.ndarray, sources: pd.Series | None = None) -> np.ndarray:

@@ -33,7 +33,7 @@ TARGET_SENSITIVITY = 0.85
 BOOTSTRAP_ROUNDS = 2000
 # The frame probe pastes this share of the side, at every edge, from one image onto another.
 FRAME_PROBE_WIDTH = 0.1
-FRAME_PROBE_DONORS = {"archive": "ISIC archive, later ids", "control": "HAM10000"}
+FRAME_PROBE_DONORS = {"archive": data.LATER_ARCHIVE_SOURCE, "control": data.HAM_SOURCE}
 
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
@@ -126,7 +126,7 @@ def frame_probe(model, images: np.ndarray, labels: np.ndarray, sources: np.ndarr
     HAM10000 lesion "melanoma" once it wears a later-archive border; HAM10000 borders (the same
     seam, no change of source) are the control. Returns None without HAM10000 images.
     """
-    recipients = np.flatnonzero(sources == "HAM10000")
+    recipients = np.flatnonzero(sources == data.HAM_SOURCE)
     if len(recipients) == 0:
         return None
     side = images.shape[1]
@@ -141,7 +141,7 @@ def frame_probe(model, images: np.ndarray, labels: np.ndarray, sources: np.ndarr
             framed = images[recipients].copy()
             framed[:, frame] = images[rng.choice(donors, len(recipients))][:, frame]
             variants[f"{name}_borders"] = framed
-    result = {"images": int(len(recipients))}
+    result = {"images": int(len(recipients)), "border_share": FRAME_PROBE_WIDTH}
     for name, batch in variants.items():
         predicted = model.predict(batch, batch_size=64, verbose=0).argmax(axis=1)
         result[name] = {

@@ -62,8 +62,8 @@ def confounding_text(training: dict) -> str:
         )
     if training.get("frame_swap"):
         measures.append(
-            f"frame swaps: {training['frame_swap']:.0%} of training images get the border (6-16% of "
-            "the side) of another image of their batch, so the rulers, ink marks and scale bars at "
+            f"frame swaps: {training['frame_swap']:.0%} of training images get the border of another "
+            "image of their batch, so the rulers, ink marks and scale bars at "
             "the frame's edge, which differ between archives, stop predicting the class"
         )
     if training.get("mixstyle"):
@@ -294,8 +294,9 @@ def _frame_probe_text(probe: dict | None) -> str:
             row = probe[key]
             rows.append(f"| {name} | {_fmt(row['accuracy'])} | {_fmt(row['called_melanoma'])} |")
     return (
-        f"\n\nFrame probe (`model.evaluate.frame_probe`): the outer 10% of the {probe['images']} HAM10000 "
-        "validation images replaced by another validation image's. A gap between the archive and the "
+        f"\n\nFrame probe (`model.evaluate.frame_probe`): the outer {probe['border_share']:.0%} of the "
+        f"{probe['images']} HAM10000 validation images replaced by another validation image's. A gap "
+        "between the archive and the "
         "control rows is the source cue the border carries; a drop in both is fragility to the seam.\n\n"
         + "\n".join(rows)
     )

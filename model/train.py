@@ -51,8 +51,7 @@ class TrainConfig:
     crop_size: int = 112
     # Progressive resizing: the first small_crop_epochs epochs train on small_crop_size crops (at
     # the same scale), which cost about (small / crop_size)^2 of the time, so more epochs fit the
-    # time budget; 0 turns it off. Give it a patience that covers the schedule: validation is noisy
-    # in the small-crop phase, and the default patience ended run U there (README).
+    # time budget; 0 turns it off. Patience counts from the first full-size epoch.
     small_crop_size: int = 0
     small_crop_epochs: int = 0
     # Against the source confound (0 turns each off): the probability of MixStyle after the first
@@ -84,10 +83,15 @@ class ValidationSelection(keras.callbacks.Callback):
     count or a time budget ends the run; this callback always ends on the best epoch.
     """
 
-    def __init__(self, val_dataset, val_labels: np.ndarray, patience: int, max_seconds: float):
+    def __init__(
+        self, val_dataset, val_labels: np.ndarray, patience: int, max_seconds: float, patience_from: int = 0
+    ):
         super().__init__()
         self.val_dataset, self.val_labels = val_dataset, val_labels
         self.patience, self.max_seconds = patience, max_seconds
+        # Patience counts from this epoch on: the small-crop phase of progressive resizing scores
+        # noisily on the full-size validation images and must not end the run.
+        self.patience_from = patience_from
         self.best_score, self.best_epoch, self.best_weights = -1.0, -1, None
         self.started = self.last_epoch_end = time.monotonic()
 
@@ -105,7 +109,7 @@ class ValidationSelection(keras.callbacks.Callback):
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
             self.best_weights = self.model.get_weights()
-        out_of_patience = epoch - self.best_epoch >= self.patience
+        out_of_patience = epoch - max(self.best_epoch, self.patience_from - 1) >= self.patience
         # Stop early enough that one more epoch, as long as this one, would not overrun the budget
         # (the last epoch, not the mean: small-crop epochs are faster than the rest).
         epoch_seconds = time.monotonic() - self.last_epoch_end
@@ -181,7 +185,9 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         loss=_loss(settings),
         metrics=["accuracy"],
     )
-    selection = ValidationSelection(val_ds, val_labels, settings.patience, settings.max_minutes * 60)
+    selection = ValidationSelection(
+        val_ds, val_labels, settings.patience, settings.max_minutes * 60, _small_crop_epochs(settings)
+    )
     started = time.monotonic()
     history = model.fit(
         train_ds,
@@ -207,7 +213,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
 
 def training_crop_size(settings: TrainConfig):
     """The crop size the pipeline reads: an int, or a tf.Variable when the crop grows during training."""
-    if not (settings.small_crop_epochs and settings.small_crop_size and settings.crop_size):
+    if not _small_crop_epochs(settings):
         return settings.crop_size
     import tensorflow as tf
 
@@ -290,13 +296,20 @@ def fit_callbacks(
     """The callbacks of a run, in order: the crop schedule and EMA swap (if any), then the selection."""
     callbacks = []
     if crop_size is not None and not isinstance(crop_size, int):
-        small_epochs = settings.small_crop_epochs
+        small_epochs = _small_crop_epochs(settings)
         callbacks.append(CropSchedule(crop_size, settings.small_crop_size, settings.crop_size, small_epochs))
     if settings.ema:
         # Swapping the averaged weights in at each epoch end, before the selection scores and keeps
         # them, makes the saved model the averaged one; the selection restores its best at the end.
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     return [*callbacks, selection]
+
+
+def _small_crop_epochs(settings: TrainConfig) -> int:
+    # Progressive resizing needs a crop size to grow to and a smaller one to start from.
+    if settings.small_crop_size and settings.crop_size:
+        return settings.small_crop_epochs
+    return 0
 
 
 def _loss(settings: TrainConfig) -> str | keras.losses.Loss:

@@ -370,12 +370,13 @@ def test_model_card_reports_the_frame_probe():
 
     probe = {
         "images": 191,
+        "border_share": 0.1,
         "own": {"accuracy": 0.681, "called_melanoma": 0.042},
         "archive_borders": {"accuracy": 0.356, "called_melanoma": 0.309},
         "control_borders": {"accuracy": 0.314, "called_melanoma": 0.304},
     }
     text = _frame_probe_text(probe)
-    assert "191 HAM10000" in text
+    assert "191 HAM10000" in text and "outer 10% of the" in text
     assert "| borders of later-archive images | 0.356 | 0.309 |" in text
     assert "(control) | 0.314 | 0.304 |" in text
     assert _frame_probe_text(None) == ""
@@ -497,3 +498,25 @@ def test_model_card_mentions_progressive_resizing_only_when_used():
     assert "Progressive" not in _weighting_text({"crop_size": 112})
     text = _weighting_text({"crop_size": 112, "small_crop_size": 80, "small_crop_epochs": 36})
     assert "first 36 epochs used 80x80 crops" in text
+
+
+def test_patience_counts_only_from_the_full_size_phase():
+    import keras
+
+    from model import network, train
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, config.NUM_CLASSES, 16)
+    epochs_run = {}
+    for patience_from in (0, 3):
+        keras.utils.set_random_seed(0)
+        model = network.build_model(input_size=(32, 32), width=4)
+        # Learning rate 0: validation never improves after the first epoch, so patience decides.
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+        selection = train.ValidationSelection(images, labels, 1, 600, patience_from=patience_from)
+        history = model.fit(images, labels, batch_size=8, epochs=6, verbose=0, callbacks=[selection])
+        epochs_run[patience_from] = len(history.history["loss"])
+    assert epochs_run == {0: 2, 3: 4}
+    assert train._small_crop_epochs(train.TrainConfig(small_crop_size=80, small_crop_epochs=36)) == 36
+    assert train._small_crop_epochs(train.TrainConfig(small_crop_epochs=36)) == 0  # no small size: off
