@@ -176,29 +176,46 @@ def bootstrap_intervals(
 
 
 def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_DIR) -> dict:
-    """Score validation and Test, write plots, metrics (into metadata.json) and the model card."""
+    """Score validation and Test, write plots, metrics (into metadata.json) and the model card.
+
+    A refit trained on validation, so its validation figures, operating point and frame probe are
+    those of its chosen run (measured before the refit), and only Test is scored here.
+    """
     from model.export import load_keras_model  # TensorFlow only when a model is really evaluated
     from model.model_card import write_model_card
 
     model_dir = Path(model_dir)
     model = load_keras_model(model_dir)
-    results, threshold = {}, None
-    for subset in ("val", "test"):
-        probabilities, labels, results[subset], threshold = score_subset(model, subset, work_dir, threshold)
-        _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
-    results["frame_probe"] = validation_frame_probe(model, work_dir)
-    results["operating_point"] = {
-        "malignant_threshold": threshold,
-        "chosen_on": "validation",
-        "target_sensitivity": TARGET_SENSITIVITY,
-    }
     metadata_path = model_dir / config.METADATA_FILE
     metadata = json.loads(metadata_path.read_text())
+    selection_run = metadata["training"].get("selection_run")
+    if selection_run:
+        results = {key: selection_run[key] for key in ("val", "frame_probe", "operating_point")}
+        threshold = selection_run["operating_point"]["malignant_threshold"]
+    else:
+        probabilities, labels, val_metrics, threshold = score_subset(model, "val", work_dir)
+        _plot("val", probabilities, labels, val_metrics, model_dir / "evaluation")
+        results = {
+            "val": val_metrics,
+            "frame_probe": validation_frame_probe(model, work_dir),
+            "operating_point": operating_point(threshold),
+        }
+    probabilities, labels, results["test"], _ = score_subset(model, "test", work_dir, threshold)
+    _plot("test", probabilities, labels, results["test"], model_dir / "evaluation")
     metadata["metrics"] = results
     metadata_path.write_text(json.dumps(metadata, indent=2))
     audit_path = Path(work_dir) / config.AUDIT_MD_FILE
     write_model_card(metadata, model_dir, audit_path.read_text() if audit_path.is_file() else "")
     return results
+
+
+def operating_point(threshold: float) -> dict:
+    """The malignant-vs-benign operating point as stored in the metadata."""
+    return {
+        "malignant_threshold": threshold,
+        "chosen_on": "validation",
+        "target_sensitivity": TARGET_SENSITIVITY,
+    }
 
 
 def score_subset(model, subset: str, work_dir: Path, threshold: float | None = None) -> tuple:

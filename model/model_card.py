@@ -114,7 +114,7 @@ def render(metadata: dict, audit_markdown: str) -> str:
         "### Data audit\n\n" + audit_markdown.replace("# Data audit", "").strip(),
         "## Training\n\n" + _training_text(training),
         "## Source confounding\n\n" + confounding_text(training),
-        "## Results\n\n" + _results_text(metrics),
+        "## Results\n\n" + _results_text(metrics, training.get("selection_run")),
         "## Limitations\n\n" + LIMITATIONS,
     ]
     return "\n\n".join(sections) + "\n"
@@ -152,8 +152,7 @@ def _data_text(split: dict, content_hash: str) -> str:
 
 def _training_text(training: dict) -> str:
     return (
-        f"{training['epochs_run']} epochs (best: {training['best_epoch']}, selected on validation "
-        f"balanced accuracy {training['best_val_balanced_accuracy']:.3f}), batch {training['batch_size']}, "
+        f"{_epochs_text(training)}, batch {training['batch_size']}, "
         f"AdamW lr {training['learning_rate']} with {training['warmup_epochs']}-epoch warm-up and cosine "
         f"decay, width {training['width']}{_deep_width_text(training)}, seed {training['seed']}."
         f"{_ema_text(training)}{_smoothing_text(training)} "
@@ -161,6 +160,21 @@ def _training_text(training: dict) -> str:
         f"{training['wall_seconds'] / 60:.1f} min on {training.get('machine', 'a 2-core CPU')} "
         f"({training['images_per_second']:.0f} training images/s). {_calibration_text(training)} "
         "Curves: `training_curves.png`."
+    )
+
+
+def _epochs_text(training: dict) -> str:
+    selection_run = training.get("selection_run")
+    if not selection_run:
+        return (
+            f"{training['epochs_run']} epochs (best: {training['best_epoch']}, selected on validation "
+            f"balanced accuracy {training['best_val_balanced_accuracy']:.3f})"
+        )
+    return (
+        f"A final fit: run {selection_run['run']}'s recipe, chosen on validation, trained again on "
+        f"train + validation ({training['train_images']} images) for its whole schedule of "
+        f"{training['epochs_run']} epochs (run {selection_run['run']}'s best epoch was "
+        f"{selection_run['best_epoch']}); the last epoch is kept, since nothing here is held out to select on"
     )
 
 
@@ -201,6 +215,9 @@ def _weighting_text(training: dict) -> str:
 
 def _calibration_text(training: dict) -> str:
     calibration = training.get("calibration")
+    if training.get("selection_run"):
+        run = training["selection_run"]["run"]
+        return f"Softmax temperature T={training['temperature']:.2f}, run {run}'s (fitted on validation)."
     if not calibration:
         return f"Softmax temperature {training['temperature']:.2f}, fitted on validation."
     verdict = "applied" if calibration["applied"] else "not applied (it did not lower validation ECE)"
@@ -211,10 +228,12 @@ def _calibration_text(training: dict) -> str:
     )
 
 
-def _results_text(metrics: dict) -> str:
+def _results_text(metrics: dict, selection_run: dict | None = None) -> str:
     if not metrics:
         return "Not evaluated yet: run `python -m model.evaluate`."
     val, test = metrics["val"], metrics["test"]
+    # A refit trained on validation: its validation figures are its chosen run's, before the refit.
+    val_name = f"validation (run {selection_run['run']})" if selection_run else "validation"
     keys = [
         ("accuracy", "accuracy"),
         ("balanced_accuracy", "balanced accuracy"),
@@ -224,7 +243,7 @@ def _results_text(metrics: dict) -> str:
         ("malignant_specificity", "malignant specificity at the operating point"),
         ("expected_calibration_error", "expected calibration error"),
     ]
-    rows = ["| metric | validation | official Test | Test 95% CI |", "|---|---|---|---|"]
+    rows = [f"| metric | {val_name} | official Test | Test 95% CI |", "|---|---|---|---|"]
     for key, name in keys:
         ci = test["intervals_95"].get(key)
         ci_text = f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else ""
@@ -249,29 +268,30 @@ def _results_text(metrics: dict) -> str:
         + "\n\n"
         + (
             f"Operating point: a lesion is flagged malignant when P(melanoma) + P(basal cell carcinoma) + "
-            f"P(squamous cell carcinoma) >= {threshold:.3f}, the highest threshold that keeps validation "
-            f"sensitivity >= {metrics['operating_point']['target_sensitivity']:.2f}.\n\n"
+            f"P(squamous cell carcinoma) >= {threshold:.3f}, the highest threshold that keeps "
+            f"{val_name} sensitivity >= {metrics['operating_point']['target_sensitivity']:.2f}.\n\n"
             + "\n".join(rows)
             + "\n\nPer class, official Test:\n\n"
             + "\n".join(per_class)
-            + _by_source_text(val, test)
-            + _frame_probe_text(metrics.get("frame_probe"))
+            + _by_source_text(val, test, val_name)
+            + _frame_probe_text(metrics.get("frame_probe"), val_name)
             + "\n\nPlots: `evaluation/confusion_test.png`, `evaluation/roc_test.png`, "
-            "`evaluation/reliability_test.png` (and `_val` versions), `training_curves.png`.\n\n"
+            f"`evaluation/reliability_test.png`{'' if selection_run else ' (and `_val` versions)'}, "
+            "`training_curves.png`.\n\n"
             "![Confusion matrix](evaluation/confusion_test.png)\n![ROC](evaluation/roc_test.png)\n"
             "![Reliability](evaluation/reliability_test.png)\n![Training curves](training_curves.png)"
         )
     )
 
 
-def _by_source_text(val: dict, test: dict) -> str:
+def _by_source_text(val: dict, test: dict, val_name: str = "validation") -> str:
     if not val.get("by_source") or not test.get("by_source"):
         return ""
     rows = [
         "| source | subset | images | accuracy | melanomas | melanoma recall |",
         "|---|---|---|---|---|---|",
     ]
-    for subset, metrics in (("validation", val), ("official Test", test)):
+    for subset, metrics in ((val_name, val), ("official Test", test)):
         for source, r in metrics["by_source"].items():
             rows.append(
                 f"| {source} | {subset} | {r['images']} | {r['accuracy']:.2f} | {r['melanomas']} | "
@@ -280,7 +300,7 @@ def _by_source_text(val: dict, test: dict) -> str:
     return "\n\nBy acquisition source (where the source confound shows):\n\n" + "\n".join(rows)
 
 
-def _frame_probe_text(probe: dict | None) -> str:
+def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
     if not probe:
         return ""
     rows = ["| HAM10000 validation images with | accuracy | called melanoma |", "|---|---|---|"]
@@ -294,12 +314,17 @@ def _frame_probe_text(probe: dict | None) -> str:
             row = probe[key]
             rows.append(f"| {name} | {_fmt(row['accuracy'])} | {_fmt(row['called_melanoma'])} |")
     return (
-        f"\n\nFrame probe (`model.evaluate.frame_probe`): the outer {probe['border_share']:.0%} of the "
-        f"{probe['images']} HAM10000 validation images replaced by another validation image's. A gap "
+        f"\n\nFrame probe (`model.evaluate.frame_probe`{_unless_plain(val_name)}): "
+        f"the outer {probe['border_share']:.0%} of the {probe['images']} HAM10000 validation images "
+        "replaced by another validation image's. A gap "
         "between the archive and the "
         "control rows is the source cue the border carries; a drop in both is fragility to the seam.\n\n"
         + "\n".join(rows)
     )
+
+
+def _unless_plain(val_name: str) -> str:
+    return "" if val_name == "validation" else f", {val_name}"
 
 
 def _fmt(value) -> str:

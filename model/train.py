@@ -4,6 +4,10 @@ Reads the rebalanced training set and the validation split of `data_prep`, train
 cosine decay, selects the epoch on validation balanced accuracy, fits a softmax temperature on
 validation, then saves `model.h5`, the LiteRT export and `metadata.json` into one model folder.
 The official Test split is not read here.
+
+`--refit-of RUN_DIR` is the final fit: once validation has chosen a recipe (RUN_DIR, a trained
+run), train that recipe again on train + validation for its whole schedule and keep the last epoch.
+Its temperature, operating point and validation figures are RUN_DIR's, measured before the refit.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ class TrainConfig:
     deep_width_scale: float = 1.0
     # Label smoothing: the target puts this much of its mass evenly on all classes (0: hard labels).
     label_smoothing: float = 0.0
+    # The final fit of a chosen recipe: the run folder whose configuration is trained again on
+    # train + validation ("" : an ordinary run that selects its epoch on validation).
+    refit_of: str = ""
 
 
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
@@ -124,6 +131,26 @@ class ValidationSelection(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+class FinalFit(keras.callbacks.Callback):
+    """The refit's stand-in for ValidationSelection: no selection (validation is training data),
+    the last epoch is kept, and the run still stops inside the time budget."""
+
+    def __init__(self, max_seconds: float):
+        super().__init__()
+        self.max_seconds = max_seconds
+        self.best_score, self.best_epoch = None, -1
+        self.started = self.last_epoch_end = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.best_epoch = epoch
+        logs["elapsed_s"] = time.monotonic() - self.started
+        epoch_seconds = time.monotonic() - self.last_epoch_end
+        self.last_epoch_end = time.monotonic()
+        if logs["elapsed_s"] + epoch_seconds > self.max_seconds:
+            log.warning("stopping after epoch %d (time): the refit ends before its schedule", epoch + 1)
+            self.model.stop_training = True
+
+
 class CropSchedule(keras.callbacks.Callback):
     """Progressive resizing: set the training crop size (a tf.Variable the pipeline reads) per epoch."""
 
@@ -160,17 +187,25 @@ class TrainResult:
     temperature: float
     calibration: dict
     best_epoch: int
-    best_val_balanced_accuracy: float
+    best_val_balanced_accuracy: float | None  # None for a refit (validation is training data)
     seconds: float
     images_per_second: float
     train_images: int
+    selection_run: dict | None = None  # a refit's chosen run: its validation figures (refit_summary)
 
 
 def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResult:
-    """Train, select the epoch and fit the temperature on validation; return the calibrated model."""
+    """Train, select the epoch and fit the temperature on validation; return the calibrated model.
+
+    A refit (settings.refit_of) trains on train + validation instead and takes its temperature
+    from the chosen run.
+    """
+    selection_run = refit_summary(Path(settings.refit_of), work_dir) if settings.refit_of else None
     keras.utils.set_random_seed(settings.seed)
     train_table = _limit(data.read_training_set(work_dir), settings.limit_per_class, settings.seed)
     val_table = data.read_subset("val", work_dir)
+    if selection_run:
+        train_table = with_validation(train_table, val_table)
     train_labels, val_labels = data.label_indices(train_table.label), data.label_indices(val_table.label)
     weights = data.sample_weights(
         train_labels, data.image_sources(train_table, work_dir) if settings.weighting == "source" else None
@@ -185,8 +220,13 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         loss=_loss(settings),
         metrics=["accuracy"],
     )
-    selection = ValidationSelection(
-        val_ds, val_labels, settings.patience, settings.max_minutes * 60, _small_crop_epochs(settings)
+    max_seconds = settings.max_minutes * 60
+    selection = (
+        FinalFit(max_seconds)
+        if selection_run
+        else ValidationSelection(
+            val_ds, val_labels, settings.patience, max_seconds, _small_crop_epochs(settings)
+        )
     )
     started = time.monotonic()
     history = model.fit(
@@ -197,18 +237,63 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     )
     seconds = time.monotonic() - started
     epochs_run = len(history.history["loss"])
-    temperature, calibration = calibrate(network.logits_model(model).predict(val_ds, verbose=0), val_labels)
+    if selection_run:
+        temperature, calibration = selection_run["temperature"], selection_run["calibration"]
+    else:
+        logits = network.logits_model(model).predict(val_ds, verbose=0)
+        temperature, calibration = calibrate(logits, val_labels)
     return TrainResult(
         model=network.with_temperature(model, temperature),
         history=pd.DataFrame(history.history).rename_axis("epoch").reset_index(),
         temperature=temperature,
         calibration=calibration,
         best_epoch=selection.best_epoch + 1,
-        best_val_balanced_accuracy=float(selection.best_score),
+        best_val_balanced_accuracy=None if selection.best_score is None else float(selection.best_score),
         seconds=seconds,
         images_per_second=epochs_run * len(train_table) / seconds,
         train_images=len(train_table),
+        selection_run=selection_run,
     )
+
+
+def with_validation(train_table: pd.DataFrame, val_table: pd.DataFrame) -> pd.DataFrame:
+    """The rebalanced training set plus the validation images, as rows of the training manifest."""
+    val_rows = pd.DataFrame(
+        {
+            "path": val_table.path,
+            "label": val_table.label,
+            "augmented": False,
+            "source_image_id": val_table.image_id,
+            "source_pixel_hash": val_table.pixel_hash,
+        }
+    )
+    return pd.concat([train_table, val_rows[train_table.columns]], ignore_index=True)
+
+
+def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
+    """What a refit keeps of its chosen run: the run's validation figures, operating point and
+    frame probe (scored now, on validation only) and its temperature."""
+    from model import evaluate
+    from model.export import load_keras_model
+
+    model = load_keras_model(run_dir)
+    _, _, val_metrics, threshold = evaluate.score_subset(model, "val", work_dir)
+    training = json.loads((run_dir / config.METADATA_FILE).read_text())["training"]
+    return {
+        "run": run_dir.name,
+        "best_epoch": training["best_epoch"],
+        "temperature": training["temperature"],
+        "calibration": training["calibration"],
+        "val": val_metrics,
+        "operating_point": evaluate.operating_point(threshold),
+        "frame_probe": evaluate.validation_frame_probe(model, work_dir),
+    }
+
+
+def recipe_of(run_dir: Path) -> dict:
+    """The TrainConfig fields of a trained run (what a refit of it trains again)."""
+    training = json.loads((Path(run_dir) / config.METADATA_FILE).read_text())["training"]
+    return {k: v for k, v in training.items() if k in TrainConfig.__dataclass_fields__}
 
 
 def training_crop_size(settings: TrainConfig):
@@ -283,6 +368,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
             "wall_seconds": round(result.seconds, 1),
             "images_per_second": round(result.images_per_second, 1),
             "train_images": result.train_images,
+            "selection_run": result.selection_run,
         },
         data={"split_content_hash": split_info["content_hash"], "split": split_info},
     )
@@ -363,17 +449,23 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None
     }
-    settings = TrainConfig(**{**(QUICK if args.quick else {}), **overrides})
+    # A refit trains its chosen run's recipe; options given on the command line still win.
+    recipe = recipe_of(Path(args.refit_of)) if args.refit_of else {}
+    settings = TrainConfig(**{**recipe, **(QUICK if args.quick else {}), **overrides})
     try:
         result = train(settings, args.work_dir)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = save_run(result, settings, args.out_dir, args.work_dir)
+    chosen = (
+        f"refit of {settings.refit_of}, last epoch kept"
+        if settings.refit_of
+        else f"best epoch {result.best_epoch}, val balanced accuracy {result.best_val_balanced_accuracy:.3f}"
+    )
     print(
         f"trained {len(result.history)} epochs in {result.seconds / 60:.1f} min "
-        f"({result.images_per_second:.0f} img/s); best epoch {result.best_epoch}, "
-        f"val balanced accuracy {result.best_val_balanced_accuracy:.3f}, T={result.temperature:.2f} -> {out}"
+        f"({result.images_per_second:.0f} img/s); {chosen}, T={result.temperature:.2f} -> {out}"
     )
     return 0
 

@@ -520,3 +520,56 @@ def test_patience_counts_only_from_the_full_size_phase():
     assert epochs_run == {0: 2, 3: 4}
     assert train._small_crop_epochs(train.TrainConfig(small_crop_size=80, small_crop_epochs=36)) == 36
     assert train._small_crop_epochs(train.TrainConfig(small_crop_epochs=36)) == 0  # no small size: off
+
+
+def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validation(
+    synthetic_prepared, tmp_path
+):
+    import json
+
+    from model import data, evaluate, train
+    from model.export import load_keras_model
+    from model.model_card import render
+
+    chosen, refit = tmp_path / "chosen", tmp_path / "refit"
+    tiny = ["--quick", "--width", "4", "--epochs", "1", "--work-dir", str(synthetic_prepared)]
+    assert train.main([*tiny, "--out-dir", str(chosen)]) == 0
+    # The refit takes the chosen run's recipe: here its width 4, not given again on the command line.
+    assert train.main(["--quick", "--epochs", "1", "--work-dir", str(synthetic_prepared),
+                       "--refit-of", str(chosen), "--out-dir", str(refit)]) == 0  # fmt: skip
+
+    training = json.loads((refit / config.METADATA_FILE).read_text())["training"]
+    chosen_training = json.loads((chosen / config.METADATA_FILE).read_text())["training"]
+    val_images = len(data.read_subset("val", synthetic_prepared))
+    assert training["width"] == 4 and training["refit_of"] == str(chosen)
+    assert training["train_images"] == chosen_training["train_images"] + val_images
+    assert training["best_val_balanced_accuracy"] is None  # nothing was selected on validation
+    assert training["temperature"] == chosen_training["temperature"]
+    # The validation figures a refit carries are the chosen run's, scored before the refit.
+    _, _, chosen_val, threshold = evaluate.score_subset(load_keras_model(chosen), "val", synthetic_prepared)
+    selection_run = training["selection_run"]
+    assert selection_run["run"] == "chosen"
+    assert selection_run["val"]["accuracy"] == chosen_val["accuracy"]
+    assert selection_run["operating_point"]["malignant_threshold"] == pytest.approx(threshold)
+
+    results = evaluate.evaluate_model(refit, synthetic_prepared)
+    assert results["val"] == selection_run["val"]
+    assert results["operating_point"] == selection_run["operating_point"]
+    assert results["test"]["images"] == len(data.read_subset("test", synthetic_prepared))
+    assert not (refit / "evaluation" / "confusion_val.png").exists()  # no plot of training data
+    card = render(json.loads((refit / config.METADATA_FILE).read_text()), "")
+    assert "A final fit: run chosen's recipe" in card and "| metric | validation (run chosen) |" in card
+
+
+def test_refit_rows_carry_the_validation_images_and_their_sources(synthetic_prepared):
+    from model import data, train
+
+    table = data.read_training_set(synthetic_prepared)
+    val = data.read_subset("val", synthetic_prepared)
+    combined = train.with_validation(table, val)
+    assert len(combined) == len(table) + len(val)
+    assert list(combined.columns) == list(table.columns)
+    added = combined.iloc[len(table) :]
+    assert set(added.path) == set(val.path) and not added.augmented.any()
+    expected = data.image_sources(val, synthetic_prepared).to_numpy()
+    np.testing.assert_array_equal(data.image_sources(added, synthetic_prepared).to_numpy(), expected)

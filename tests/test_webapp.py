@@ -336,3 +336,24 @@ def _validate(instance: dict, schema_name: str, spec: dict) -> None:
     # The components travel with the schema so that its "#/components/..." references resolve.
     schema = {**spec["components"]["schemas"][schema_name], "components": spec["components"]}
     jsonschema.validate(instance, schema)
+
+
+def test_about_page_says_whose_validation_figures_a_refit_shows(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from webapp import create_app
+
+    model_dir = tmp_path / "refit"
+    shutil.copytree(tiny_model_dir, model_dir)
+    metadata = json.loads((model_dir / config.METADATA_FILE).read_text())
+    figures = {"accuracy": 0.6, "balanced_accuracy": 0.5, "melanoma_vs_rest_auc": 0.8}
+    figures |= {"malignant_sensitivity": 0.8, "malignant_specificity": 0.7, "expected_calibration_error": 0.1}
+    metadata["training"]["selection_run"] = {"run": "U2"}
+    metadata["metrics"] |= {"val": figures, "test": {**figures, "images": 118, "intervals_95": {}}}
+    (model_dir / config.METADATA_FILE).write_text(json.dumps(metadata))
+    client = create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client()
+    html = client.get("/about").get_data(as_text=True)
+    assert "<th>validation (run U2)</th>" in html and "final fit of run U2" in html
+    plain = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model_dir)}).test_client()
+    assert "final fit" not in plain.get("/about").get_data(as_text=True)
