@@ -292,7 +292,10 @@ def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
 
 def recipe_of(run_dir: Path) -> dict:
     """The TrainConfig fields of a trained run (what a refit of it trains again)."""
-    training = json.loads((Path(run_dir) / config.METADATA_FILE).read_text())["training"]
+    metadata_path = Path(run_dir) / config.METADATA_FILE
+    if not metadata_path.is_file():
+        raise FileNotFoundError(f"{metadata_path} not found: --refit-of takes a trained run's folder")
+    training = json.loads(metadata_path.read_text())["training"]
     return {k: v for k, v in training.items() if k in TrainConfig.__dataclass_fields__}
 
 
@@ -449,10 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None
     }
-    # A refit trains its chosen run's recipe; options given on the command line still win.
-    recipe = recipe_of(Path(args.refit_of)) if args.refit_of else {}
-    settings = TrainConfig(**{**recipe, **(QUICK if args.quick else {}), **overrides})
     try:
+        # A refit trains its chosen run's recipe; options given on the command line still win.
+        recipe = recipe_of(Path(args.refit_of)) if args.refit_of else {}
+        settings = TrainConfig(**{**recipe, **(QUICK if args.quick else {}), **overrides})
         result = train(settings, args.work_dir)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

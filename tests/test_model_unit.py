@@ -559,6 +559,7 @@ def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validati
     assert not (refit / "evaluation" / "confusion_val.png").exists()  # no plot of training data
     card = render(json.loads((refit / config.METADATA_FILE).read_text()), "")
     assert "A final fit: run chosen's recipe" in card and "| metric | validation (run chosen) |" in card
+    assert train.main(["--refit-of", str(tmp_path / "no_such_run"), "--out-dir", str(tmp_path / "x")]) == 2
 
 
 def test_refit_rows_carry_the_validation_images_and_their_sources(synthetic_prepared):
