@@ -170,11 +170,12 @@ def _epochs_text(training: dict) -> str:
             f"{training['epochs_run']} epochs (best: {training['best_epoch']}, selected on validation "
             f"balanced accuracy {training['best_val_balanced_accuracy']:.3f})"
         )
+    run = selection_run["run"]
     return (
-        f"A final fit: run {selection_run['run']}'s recipe, chosen on validation, trained again on "
-        f"train + validation ({training['train_images']} images) for its whole schedule of "
-        f"{training['epochs_run']} epochs (run {selection_run['run']}'s best epoch was "
-        f"{selection_run['best_epoch']}); the last epoch is kept, since nothing here is held out to select on"
+        f"A final fit: run {run}'s recipe, chosen on validation, trained again on train + validation "
+        f"({training['train_images']} images) for {training['epochs_run']} epochs (its whole schedule; "
+        f"run {run}'s best epoch was {selection_run['best_epoch']}; the last epoch is kept, since "
+        "nothing is held out to select on)"
     )
 
 

@@ -534,14 +534,14 @@ def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validati
     chosen, refit = tmp_path / "chosen", tmp_path / "refit"
     tiny = ["--quick", "--width", "4", "--epochs", "1", "--work-dir", str(synthetic_prepared)]
     assert train.main([*tiny, "--out-dir", str(chosen)]) == 0
-    # The refit takes the chosen run's recipe: here its width 4, not given again on the command line.
-    assert train.main(["--quick", "--epochs", "1", "--work-dir", str(synthetic_prepared),
-                       "--refit-of", str(chosen), "--out-dir", str(refit)]) == 0  # fmt: skip
+    # The refit takes the chosen run's whole recipe (the quick one, width 4, one epoch) from its metadata.
+    refit_args = ["--work-dir", str(synthetic_prepared), "--refit-of", str(chosen), "--out-dir", str(refit)]
+    assert train.main(refit_args) == 0
 
     training = json.loads((refit / config.METADATA_FILE).read_text())["training"]
     chosen_training = json.loads((chosen / config.METADATA_FILE).read_text())["training"]
     val_images = len(data.read_subset("val", synthetic_prepared))
-    assert training["width"] == 4 and training["refit_of"] == str(chosen)
+    assert training["width"] == 4 and training["epochs_run"] == 1 and training["refit_of"] == str(chosen)
     assert training["train_images"] == chosen_training["train_images"] + val_images
     assert training["best_val_balanced_accuracy"] is None  # nothing was selected on validation
     assert training["temperature"] == chosen_training["temperature"]
