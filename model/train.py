@@ -132,8 +132,10 @@ class ValidationSelection(keras.callbacks.Callback):
 
 
 class FinalFit(keras.callbacks.Callback):
-    """The refit's stand-in for ValidationSelection: no selection (validation is training data),
-    the last epoch is kept, and the run still stops inside the time budget."""
+    """The refit's stand-in for ValidationSelection: keep the last epoch, stop inside the time budget.
+
+    Nothing is selected, since the validation images are training data in a refit.
+    """
 
     def __init__(self, max_seconds: float):
         super().__init__()
@@ -271,8 +273,10 @@ def with_validation(train_table: pd.DataFrame, val_table: pd.DataFrame) -> pd.Da
 
 
 def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
-    """What a refit keeps of its chosen run: the run's validation figures, operating point and
-    frame probe (scored now, on validation only) and its temperature."""
+    """What a refit keeps of its chosen run: validation figures, operating point, frame probe, temperature.
+
+    The figures are scored now, on validation only, with the chosen run's own model.
+    """
     from model import evaluate
     from model.export import load_keras_model
 
