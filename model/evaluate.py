@@ -291,6 +291,15 @@ def main(argv: list[str] | None = None) -> int:
 def _print_validation(model_dir: Path, work_dir: Path) -> int:
     from model.export import load_keras_model
 
+    training = json.loads((Path(model_dir) / config.METADATA_FILE).read_text()).get("training", {})
+    if training.get("selection_run"):
+        print(
+            f"error: {model_dir} is a final fit on train + validation (refit of "
+            f"{training['selection_run']['run']}), so its validation figures would be measured on its "
+            "training data; the chosen run's are in metadata.json under training.selection_run",
+            file=sys.stderr,
+        )
+        return 2
     model = load_keras_model(Path(model_dir))
     _, _, metrics, _ = score_subset(model, "val", work_dir)
     for key in ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "expected_calibration_error"):

@@ -560,6 +560,11 @@ def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validati
     card = render(json.loads((refit / config.METADATA_FILE).read_text()), "")
     assert "A final fit: run chosen's recipe" in card and "| metric | validation (run chosen) |" in card
     assert train.main(["--refit-of", str(tmp_path / "no_such_run"), "--out-dir", str(tmp_path / "x")]) == 2
+    # Comparing runs on validation must not score a refit on its own training images.
+    assert (
+        evaluate.main(["--model-dir", str(refit), "--work-dir", str(synthetic_prepared), "--validation-only"])
+        == 2
+    )
 
 
 def test_refit_rows_carry_the_validation_images_and_their_sources(synthetic_prepared):
