@@ -95,6 +95,11 @@ def _augment_class(originals: pd.DataFrame, label: str, count: int, image_dir: P
     return rows
 
 
+def original_rows(split_rows: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows (augmented=False) for pictures of the split, as the rebalanced set lists them."""
+    return pd.DataFrame([_original_row(r) for r in split_rows.itertuples()], columns=AUGMENTED_COLUMNS)
+
+
 def _original_row(row) -> dict:
     return {
         "path": row.path,

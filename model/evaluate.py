@@ -191,15 +191,10 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     selection_run = metadata["training"].get("selection_run")
     if selection_run:
         results = {key: selection_run[key] for key in ("val", "frame_probe", "operating_point")}
-        threshold = selection_run["operating_point"]["malignant_threshold"]
     else:
-        probabilities, labels, val_metrics, threshold = score_subset(model, "val", work_dir)
-        _plot("val", probabilities, labels, val_metrics, model_dir / "evaluation")
-        results = {
-            "val": val_metrics,
-            "frame_probe": validation_frame_probe(model, work_dir),
-            "operating_point": operating_point(threshold),
-        }
+        probabilities, labels, results = validation_results(model, work_dir)
+        _plot("val", probabilities, labels, results["val"], model_dir / "evaluation")
+    threshold = results["operating_point"]["malignant_threshold"]
     probabilities, labels, results["test"], _ = score_subset(model, "test", work_dir, threshold)
     _plot("test", probabilities, labels, results["test"], model_dir / "evaluation")
     metadata["metrics"] = results
@@ -209,13 +204,22 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     return results
 
 
-def operating_point(threshold: float) -> dict:
-    """The malignant-vs-benign operating point as stored in the metadata."""
-    return {
-        "malignant_threshold": threshold,
-        "chosen_on": "validation",
-        "target_sensitivity": TARGET_SENSITIVITY,
-    }
+def validation_results(model, work_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Validation metrics, frame probe and the operating point chosen there (with the predictions)."""
+    probabilities, labels, metrics, threshold = score_subset(model, "val", work_dir)
+    return (
+        probabilities,
+        labels,
+        {
+            "val": metrics,
+            "frame_probe": validation_frame_probe(model, work_dir),
+            "operating_point": {
+                "malignant_threshold": threshold,
+                "chosen_on": "validation",
+                "target_sensitivity": TARGET_SENSITIVITY,
+            },
+        },
+    )
 
 
 def score_subset(model, subset: str, work_dir: Path, threshold: float | None = None) -> tuple:

@@ -83,7 +83,24 @@ class TrainConfig:
 QUICK = dict(epochs=2, width=8, warmup_epochs=1, patience=2, max_minutes=5.0, limit_per_class=12)
 
 
-class ValidationSelection(keras.callbacks.Callback):
+class TimeBudget(keras.callbacks.Callback):
+    """Log the elapsed time each epoch and tell when one more epoch would overrun the budget."""
+
+    def __init__(self, max_seconds: float):
+        super().__init__()
+        self.max_seconds = max_seconds
+        self.started = self.last_epoch_end = time.monotonic()
+
+    def out_of_time(self, logs: dict) -> bool:
+        """Record logs["elapsed_s"]; True if another epoch as long as this one would overrun."""
+        now = time.monotonic()
+        logs["elapsed_s"] = now - self.started
+        # The last epoch, not the mean: small-crop epochs are faster than the rest.
+        epoch_seconds, self.last_epoch_end = now - self.last_epoch_end, now
+        return logs["elapsed_s"] + epoch_seconds > self.max_seconds
+
+
+class ValidationSelection(TimeBudget):
     """Score validation balanced accuracy each epoch, keep the best weights, stop on patience/time.
 
     Keras's EarlyStopping restores the best weights only when patience runs out, not when the epoch
@@ -93,14 +110,13 @@ class ValidationSelection(keras.callbacks.Callback):
     def __init__(
         self, val_dataset, val_labels: np.ndarray, patience: int, max_seconds: float, patience_from: int = 0
     ):
-        super().__init__()
+        super().__init__(max_seconds)
         self.val_dataset, self.val_labels = val_dataset, val_labels
-        self.patience, self.max_seconds = patience, max_seconds
+        self.patience = patience
         # Patience counts from this epoch on: the small-crop phase of progressive resizing scores
         # noisily on the full-size validation images and must not end the run.
         self.patience_from = patience_from
         self.best_score, self.best_epoch, self.best_weights = -1.0, -1, None
-        self.started = self.last_epoch_end = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         # One pass over validation gives every validation figure (fit's validation_data would be a
@@ -112,16 +128,11 @@ class ValidationSelection(keras.callbacks.Callback):
         logs["val_loss"] = float(-np.mean(np.log(np.maximum(true_class, 1e-7))))
         logs["val_accuracy"] = float(np.mean(predicted == self.val_labels))
         logs["val_balanced_accuracy"] = score
-        logs["elapsed_s"] = time.monotonic() - self.started
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
             self.best_weights = self.model.get_weights()
         out_of_patience = epoch - max(self.best_epoch, self.patience_from - 1) >= self.patience
-        # Stop early enough that one more epoch, as long as this one, would not overrun the budget
-        # (the last epoch, not the mean: small-crop epochs are faster than the rest).
-        epoch_seconds = time.monotonic() - self.last_epoch_end
-        self.last_epoch_end = time.monotonic()
-        out_of_time = logs["elapsed_s"] + epoch_seconds > self.max_seconds
+        out_of_time = self.out_of_time(logs)
         if out_of_patience or out_of_time:
             log.info("stopping after epoch %d (%s)", epoch + 1, "patience" if out_of_patience else "time")
             self.model.stop_training = True
@@ -131,24 +142,19 @@ class ValidationSelection(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-class FinalFit(keras.callbacks.Callback):
+class FinalFit(TimeBudget):
     """The refit's stand-in for ValidationSelection: keep the last epoch, stop inside the time budget.
 
     Nothing is selected, since the validation images are training data in a refit.
     """
 
     def __init__(self, max_seconds: float):
-        super().__init__()
-        self.max_seconds = max_seconds
+        super().__init__(max_seconds)
         self.best_score, self.best_epoch = None, -1
-        self.started = self.last_epoch_end = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         self.best_epoch = epoch
-        logs["elapsed_s"] = time.monotonic() - self.started
-        epoch_seconds = time.monotonic() - self.last_epoch_end
-        self.last_epoch_end = time.monotonic()
-        if logs["elapsed_s"] + epoch_seconds > self.max_seconds:
+        if self.out_of_time(logs):
             log.warning("stopping after epoch %d (time): the refit ends before its schedule", epoch + 1)
             self.model.stop_training = True
 
@@ -260,16 +266,9 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
 
 def with_validation(train_table: pd.DataFrame, val_table: pd.DataFrame) -> pd.DataFrame:
     """The rebalanced training set plus the validation images, as rows of the training manifest."""
-    val_rows = pd.DataFrame(
-        {
-            "path": val_table.path,
-            "label": val_table.label,
-            "augmented": False,
-            "source_image_id": val_table.image_id,
-            "source_pixel_hash": val_table.pixel_hash,
-        }
-    )
-    return pd.concat([train_table, val_rows[train_table.columns]], ignore_index=True)
+    from data_prep.rebalance import original_rows  # the manifest's own row format
+
+    return pd.concat([train_table, original_rows(val_table)], ignore_index=True)
 
 
 def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
@@ -280,17 +279,14 @@ def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
     from model import evaluate
     from model.export import load_keras_model
 
-    model = load_keras_model(run_dir)
-    _, _, val_metrics, threshold = evaluate.score_subset(model, "val", work_dir)
+    _, _, validation = evaluate.validation_results(load_keras_model(run_dir), work_dir)
     training = json.loads((run_dir / config.METADATA_FILE).read_text())["training"]
     return {
         "run": run_dir.name,
         "best_epoch": training["best_epoch"],
         "temperature": training["temperature"],
         "calibration": training["calibration"],
-        "val": val_metrics,
-        "operating_point": evaluate.operating_point(threshold),
-        "frame_probe": evaluate.validation_frame_probe(model, work_dir),
+        **validation,
     }
 
 
@@ -384,7 +380,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
 
 
 def fit_callbacks(
-    settings: TrainConfig, selection: ValidationSelection, crop_size=None
+    settings: TrainConfig, selection: TimeBudget, crop_size=None
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a run, in order: the crop schedule and EMA swap (if any), then the selection."""
     callbacks = []
