@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -579,3 +581,43 @@ def test_refit_rows_carry_the_validation_images_and_their_sources(synthetic_prep
     assert set(added.path) == set(val.path) and not added.augmented.any()
     expected = data.image_sources(val, synthetic_prepared).to_numpy()
     np.testing.assert_array_equal(data.image_sources(added, synthetic_prepared).to_numpy(), expected)
+
+
+def _tta_probe():
+    path = config.PROJECT_ROOT / "scripts" / "tta_probe.py"
+    spec = importlib.util.spec_from_file_location("tta_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tta_probe_views_are_the_eight_symmetries_and_the_five_training_crops():
+    probe = _tta_probe()
+    image = np.arange(4 * 4 * 3, dtype=np.float32).reshape(1, 4, 4, 3)
+    views = probe.dihedral_views(image)
+    assert len({view.tobytes() for view in views}) == 8
+    assert any(np.array_equal(view, image) for view in views)
+    assert any(np.array_equal(view, image[:, :, ::-1]) for view in views)  # a mirror image is one of them
+    crops = probe.five_crops(np.zeros((2, 128, 128, 3)), size=112)
+    assert [crop.shape for crop in crops] == [(2, 112, 112, 3)] * 5
+
+
+def test_tta_probe_scores_the_plain_view_like_the_evaluation(tiny_model_dir, synthetic_prepared):
+    import keras
+
+    from model import data, evaluate
+    from model.preprocessing import load_image_file
+
+    probe = _tta_probe()
+    table = data.read_subset("val", synthetic_prepared)
+    labels = data.label_indices(table.label)
+    images = np.stack([load_image_file(path) for path in table.path]).astype(np.float32)
+    result = probe.probe(tiny_model_dir, images, labels)
+
+    keras_model = keras.models.load_model(tiny_model_dir / "model.h5", compile=False)
+    probabilities = keras_model.predict(images, verbose=0)
+    plain = evaluate.headline_metrics(probabilities, labels, evaluate.choose_threshold(probabilities, labels))
+    assert result["plain"]["accuracy"] == plain["accuracy"]
+    assert set(result) == {"plain", "d8", "d8x5"}
+    d8x5 = result["d8x5"]
+    assert d8x5["margin"] == pytest.approx(min(d8x5[name] - floor for name, floor in probe.FLOORS.items()))

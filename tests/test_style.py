@@ -9,7 +9,7 @@ from pathlib import Path
 from model import config
 
 RUFF = str(Path(sys.executable).parent / "ruff")
-TARGETS = ["data_prep", "model", "webapp", "bench", "tests", "gunicorn.conf.py"]
+TARGETS = ["data_prep", "model", "webapp", "bench", "scripts", "tests", "gunicorn.conf.py"]
 
 
 def test_ruff_check_finds_nothing():

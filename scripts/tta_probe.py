@@ -1,0 +1,88 @@
+"""Test-time augmentation probe, validation only: `python scripts/tta_probe.py runs/A runs/B ...`.
+
+Scores each saved run on the validation split three ways: its one plain 128-px view (what the model
+card reports), the mean probability over the 8 flips / transposes (d8), and over those 8 of five
+112-px crops (d8x5, the views training draws). Prints one line per run and the paired mean changes.
+Runs whose input size differs from `config.IMAGE_SIZE` are skipped. Never touches Test.
+(README, "Test-time augmentation": not adopted.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model import config, data, network
+from model.evaluate import choose_threshold, headline_metrics
+from model.preprocessing import load_image_file
+
+FLOORS = {"accuracy": 0.55, "balanced_accuracy": 0.50, "melanoma_vs_rest_auc": 0.80}
+CROP = 112
+
+
+def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
+    """The 8 symmetries of the square (the orientations training draws), for a batch of images."""
+    transposed = np.transpose(images, (0, 2, 1, 3))
+    return [np.rot90(base, k, axes=(1, 2)) for base in (images, transposed) for k in range(4)]
+
+
+def five_crops(images: np.ndarray, size: int = CROP) -> list[np.ndarray]:
+    """Centre and four corner crops of a batch of square images."""
+    spare = images.shape[1] - size
+    corners = [(spare // 2, spare // 2), (0, 0), (0, spare), (spare, 0), (spare, spare)]
+    return [images[:, top : top + size, left : left + size] for top, left in corners]
+
+
+def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Headline validation figures and the smallest margin over the project's floors."""
+    metrics = headline_metrics(probabilities, labels, choose_threshold(probabilities, labels))
+    figures = {name: metrics[name] for name in FLOORS}
+    return {**figures, "margin": min(figures[name] - floor for name, floor in FLOORS.items())}
+
+
+def probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict | None:
+    """Plain, d8 and d8x5 validation scores of one run (None if its input size differs)."""
+    model = keras.models.load_model(run_dir / "model.h5", compile=False)
+    if tuple(model.input_shape[1:3]) != tuple(config.IMAGE_SIZE):
+        return None
+    temperature = 1.0 / float(model.get_layer(network.TEMPERATURE_LAYER).scale)
+    cropped = network.with_temperature(model, temperature, (CROP, CROP))
+    predict = lambda m, x: m.predict(x, batch_size=128, verbose=0)  # noqa: E731
+    plain = predict(model, images)
+    d8 = np.mean([predict(model, view) for view in dihedral_views(images)], axis=0)
+    views = [view for crop in five_crops(images) for view in dihedral_views(crop)]
+    d8x5 = np.mean([predict(cropped, view) for view in views], axis=0)
+    return {name: scores(p, labels) for name, p in (("plain", plain), ("d8", d8), ("d8x5", d8x5))}
+
+
+def main(run_dirs: list[str]) -> None:
+    table = data.read_subset("val", config.WORK_DIR)
+    labels = data.label_indices(table.label)
+    images = np.stack([load_image_file(path) for path in table.path]).astype(np.float32)
+    results = {}
+    for run_dir in map(Path, run_dirs):
+        result = probe(run_dir, images, labels)
+        if result is None:
+            print(f"{run_dir}: skipped (input size differs)")
+            continue
+        results[run_dir.name] = result
+        print(run_dir, "  ".join(f"{k} {_line(v)}" for k, v in result.items()), flush=True)
+    for variant in ("d8", "d8x5"):
+        change = {
+            name: np.array([r[variant][name] - r["plain"][name] for r in results.values()])
+            for name in (*FLOORS, "margin")
+        }
+        rose = int((change["accuracy"] > 0).sum())
+        means = " ".join(f"{name} {values.mean():+.4f}" for name, values in change.items())
+        print(f"{variant}: accuracy rose in {rose} of {len(results)} runs; mean change {means}")
+
+
+def _line(figures: dict) -> str:
+    return "/".join(f"{figures[name]:.3f}" for name in FLOORS) + f" m{figures['margin']:+.3f}"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
