@@ -50,11 +50,10 @@ def probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict | None:
         return None
     temperature = 1.0 / float(model.get_layer(network.TEMPERATURE_LAYER).scale)
     cropped = network.with_temperature(model, temperature, (CROP, CROP))
-    predict = lambda m, x: m.predict(x, batch_size=128, verbose=0)  # noqa: E731
-    plain = predict(model, images)
-    d8 = np.mean([predict(model, view) for view in dihedral_views(images)], axis=0)
+    plain = _predict(model, images)
+    d8 = np.mean([_predict(model, view) for view in dihedral_views(images)], axis=0)
     views = [view for crop in five_crops(images) for view in dihedral_views(crop)]
-    d8x5 = np.mean([predict(cropped, view) for view in views], axis=0)
+    d8x5 = np.mean([_predict(cropped, view) for view in views], axis=0)
     return {name: scores(p, labels) for name, p in (("plain", plain), ("d8", d8), ("d8x5", d8x5))}
 
 
@@ -78,6 +77,10 @@ def main(run_dirs: list[str]) -> None:
         rose = int((change["accuracy"] > 0).sum())
         means = " ".join(f"{name} {values.mean():+.4f}" for name, values in change.items())
         print(f"{variant}: accuracy rose in {rose} of {len(results)} runs; mean change {means}")
+
+
+def _predict(model, images: np.ndarray) -> np.ndarray:
+    return model.predict(images, batch_size=128, verbose=0)
 
 
 def _line(figures: dict) -> str:
