@@ -22,7 +22,7 @@ from PIL import Image
 
 from bench.loopback import gunicorn_server, rss_mb, run_load, worker_pids
 from model import config
-from model.preprocessing import load_image_file
+from model.preprocessing import load_image_files
 
 BUDGETS = {
     "p50_small_c1_ms": 15.0,
@@ -70,7 +70,7 @@ def runtime_table() -> list[dict]:
 
     from model.export import load_keras_model
 
-    images = np.stack([load_image_file(p) for p in sorted((config.DATA_DIR / "Test").glob("*/*.jpg"))])
+    images = load_image_files(sorted((config.DATA_DIR / "Test").glob("*/*.jpg")))
     model_path = str(config.MODEL_DIR / config.MODEL_TFLITE_FILE)
 
     def litert(batch: int):

@@ -23,7 +23,7 @@ from sklearn.metrics import (
 
 from model import config, data, plots
 from model.calibration import expected_calibration_error, reliability_table
-from model.preprocessing import load_image_file
+from model.preprocessing import load_image_files
 
 MALIGNANT = [config.CLASS_NAMES.index(c) for c in config.RISK_GROUPS["malignant"]]
 MELANOMA = config.CLASS_NAMES.index(config.MELANOMA)
@@ -38,7 +38,7 @@ FRAME_PROBE_DONORS = {"archive": data.LATER_ARCHIVE_SOURCE, "control": data.HAM_
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
     """Class probabilities of the Keras model for image files, via the shared preprocessing."""
-    images = np.stack([load_image_file(p) for p in paths])
+    images = load_image_files(paths)
     return model.predict(images, batch_size=batch_size, verbose=0)
 
 
@@ -154,7 +154,7 @@ def frame_probe(model, images: np.ndarray, labels: np.ndarray, sources: np.ndarr
 def validation_frame_probe(model, work_dir: Path) -> dict | None:
     """`frame_probe` on the validation split (recipients and donors are all validation images)."""
     table = data.read_subset("val", work_dir)
-    images = np.stack([load_image_file(p) for p in table.path]).astype(np.float32)
+    images = load_image_files(table.path)
     sources = data.image_sources(table, work_dir).to_numpy()
     return frame_probe(model, images, data.label_indices(table.label), sources)
 

@@ -80,6 +80,11 @@ def load_image_file(path: str | Path, size: tuple[int, int] = config.IMAGE_SIZE)
     return to_model_input(decode_image(Path(path).read_bytes(), size), size)
 
 
+def load_image_files(paths, size: tuple[int, int] = config.IMAGE_SIZE) -> np.ndarray:
+    """Read image files into one batch of model inputs: float32 (n, height, width, 3) in 0..255."""
+    return np.stack([load_image_file(path, size) for path in paths])
+
+
 def _open(data: bytes) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow warns (rather than raises) between 1x and 2x its own pixel limit; we decide below.

@@ -12,13 +12,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from model import config, data, network
 from model.evaluate import choose_threshold, headline_metrics
+from model.export import load_keras_model
 from model.model_card import TEST_FLOORS as FLOORS
-from model.preprocessing import load_image_file
+from model.preprocessing import load_image_files
 
 CROP = 112
 
@@ -45,7 +45,7 @@ def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
 
 def probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict | None:
     """Plain, d8 and d8x5 validation scores of one run (None if its input size differs)."""
-    model = keras.models.load_model(run_dir / "model.h5", compile=False)
+    model = load_keras_model(run_dir)
     if tuple(model.input_shape[1:3]) != tuple(config.IMAGE_SIZE):
         return None
     temperature = 1.0 / float(model.get_layer(network.TEMPERATURE_LAYER).scale)
@@ -60,7 +60,7 @@ def probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict | None:
 def main(run_dirs: list[str]) -> None:
     table = data.read_subset("val", config.WORK_DIR)
     labels = data.label_indices(table.label)
-    images = np.stack([load_image_file(path) for path in table.path]).astype(np.float32)
+    images = load_image_files(table.path)
     results = {}
     for run_dir in map(Path, run_dirs):
         result = probe(run_dir, images, labels)

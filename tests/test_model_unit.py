@@ -603,19 +603,17 @@ def test_tta_probe_views_are_the_eight_symmetries_and_the_five_training_crops():
 
 
 def test_tta_probe_scores_the_plain_view_like_the_evaluation(tiny_model_dir, synthetic_prepared):
-    import keras
-
     from model import data, evaluate
-    from model.preprocessing import load_image_file
+    from model.export import load_keras_model
+    from model.preprocessing import load_image_files
 
     probe = _tta_probe()
     table = data.read_subset("val", synthetic_prepared)
     labels = data.label_indices(table.label)
-    images = np.stack([load_image_file(path) for path in table.path]).astype(np.float32)
+    images = load_image_files(table.path)
     result = probe.probe(tiny_model_dir, images, labels)
 
-    keras_model = keras.models.load_model(tiny_model_dir / "model.h5", compile=False)
-    probabilities = keras_model.predict(images, verbose=0)
+    probabilities = load_keras_model(tiny_model_dir).predict(images, verbose=0)
     plain = evaluate.headline_metrics(probabilities, labels, evaluate.choose_threshold(probabilities, labels))
     assert result["plain"]["accuracy"] == plain["accuracy"]
     assert set(result) == {"plain", "d8", "d8x5"}
