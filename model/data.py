@@ -203,6 +203,41 @@ def random_frame_swap(images: tf.Tensor, seed: tf.Tensor, probability: float) ->
     return keep * images + (1.0 - keep) * partners
 
 
+def random_cutmix(
+    images: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor | None, seed: tf.Tensor, probability: float
+):
+    """CutMix (Yun et al. 2019): paste a random box of another image of the batch into a random share.
+
+    targets are one-hot rows; a mixed image's target (and loss weight) becomes the area-weighted
+    mix of its own and its partner's. The box's area share is uniform in 0..1 (Beta(1, 1), as in
+    the paper); boxes that cross the edge are clipped and the mix uses the area actually pasted.
+    Lesions then appear next to other lesions' skin, borders and rulers, so no part of the frame
+    reliably names the source, and the network has to use every part of the lesion.
+    """
+    apply_seed, area_seed, centre_seed, partner_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4)
+    )
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    batch = shape[0]
+    side = tf.sqrt(tf.random.stateless_uniform((batch, 1, 1, 1), area_seed))
+    centre = tf.random.stateless_uniform((batch, 1, 1, 2), centre_seed)
+    rows = tf.reshape(tf.linspace(0.0, 1.0, shape[1]), (1, -1, 1, 1))
+    cols = tf.reshape(tf.linspace(0.0, 1.0, shape[2]), (1, 1, -1, 1))
+    in_rows = tf.abs(rows - centre[..., :1]) <= side / 2
+    in_cols = tf.abs(cols - centre[..., 1:]) <= side / 2
+    applied = tf.random.stateless_uniform((batch, 1, 1, 1), apply_seed) < probability
+    pasted = tf.cast(in_rows & in_cols & applied, tf.float32)
+    partners = tf.random.experimental.stateless_shuffle(tf.range(batch), partner_seed)
+    images = (1.0 - pasted) * images + pasted * tf.gather(images, partners)
+    share = tf.reshape(tf.reduce_mean(pasted, axis=(1, 2, 3)), (-1, 1))  # area actually pasted
+    targets = (1.0 - share) * targets + share * tf.gather(targets, partners)
+    if weights is None:
+        return images, targets
+    share = tf.reshape(share, (-1,))
+    return images, targets, (1.0 - share) * weights + share * tf.gather(weights, partners)
+
+
 def make_dataset(
     paths,
     labels: np.ndarray,
@@ -214,6 +249,7 @@ def make_dataset(
     vignette: float = 0.0,
     resolution: float = 0.0,
     frame_swap: float = 0.0,
+    cutmix: float = 0.0,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
@@ -223,7 +259,8 @@ def make_dataset(
     of that size (at the same scale, so lesions keep their apparent size); vignette is the share
     of training images given a random dark field stop (`random_vignette`), resolution the share
     resampled through a lower resolution (`random_resolution`), frame_swap the share given the
-    border of another image of the batch (`random_frame_swap`).
+    border of another image of the batch (`random_frame_swap`), cutmix the share given a box of
+    another image (`random_cutmix`; training labels are then one-hot rows, mixed by area).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -246,6 +283,11 @@ def make_dataset(
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+        if cutmix > 0:
+            dataset = _with_seeds(dataset, seed + 2).map(
+                lambda batch, batch_seed: _cutmix_batch(batch, batch_seed, cutmix),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
     else:
         dataset = dataset.map(lambda images, *rest: (tf.cast(images, tf.float32), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -263,6 +305,12 @@ def _jitter(
     if vignette > 0:
         images = random_vignette(images, tf.random.experimental.stateless_fold_in(seed, 1), vignette)
     return images
+
+
+def _cutmix_batch(batch: tuple, seed: tf.Tensor, probability: float) -> tuple:
+    images, labels, *weights = batch
+    targets = tf.one_hot(tf.cast(labels, tf.int32), config.NUM_CLASSES)
+    return random_cutmix(images, targets, weights[0] if weights else None, seed, probability)
 
 
 def _with_seeds(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:

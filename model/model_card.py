@@ -66,6 +66,12 @@ def confounding_text(training: dict) -> str:
             "image of their batch, so the rulers, ink marks and scale bars at "
             "the frame's edge, which differ between archives, stop predicting the class"
         )
+    if training.get("cutmix"):
+        measures.append(
+            f"CutMix (Yun et al. 2019) on {training['cutmix']:.0%} of training images: a box of "
+            "another image of the batch pasted in, the target mixed by area, so lesions sit beside "
+            "other sources' skin and borders and every part of the frame has to earn its weight"
+        )
     if training.get("mixstyle"):
         measures.append(
             f"MixStyle (Zhou et al. 2021) after the first two blocks (probability "
@@ -122,12 +128,13 @@ def render(metadata: dict, audit_markdown: str) -> str:
 
 def _model_text(metadata: dict) -> str:
     size = "x".join(str(s) for s in metadata["input"]["size"])
+    class_map = "x".join(str(s // 16) for s in metadata["input"]["size"])  # four halvings
     return (
         f"A from-scratch CNN (Conv2D / BatchNorm / MaxPool / Dropout, no pretrained weights), input "
         f"{size} RGB, {len(metadata['class_names'])} classes. Preprocessing: "
         f"{metadata['input']['preprocessing']}. Files: `{config.MODEL_H5_FILE}` (Keras) and "
         f"`{config.MODEL_TFLITE_FILE}` (LiteRT, served by the web app; its second output is the "
-        "8x8 class activation map used for the heat map)."
+        f"{class_map} class activation map used for the heat map)."
     )
 
 

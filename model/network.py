@@ -99,19 +99,19 @@ def build_model(
     inputs = keras.Input(shape=(*input_size, 3), name="image")
     x = ShadesOfGrey(name="colour_constancy")(inputs)
     x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(x)  # centre on 0 for the first conv
-    # A strided stem: the 128x128 input carries more pixels than the lesion texture needs, and the
+    # A strided stem: the 160x160 input carries more pixels than the lesion texture needs, and the
     # first full-resolution layer would otherwise cost most of the training time.
     x = _conv_bn_relu(x, width, strides=2, name="stem")
     x = _mixstyle(x, mixstyle, name="stem_mixstyle")
-    x = _block(x, width, convs=1, dropout=0.1, name="block1")  # 64 -> 32
+    x = _block(x, width, convs=1, dropout=0.1, name="block1")  # 80 -> 40 (a 160-px input)
     x = _mixstyle(x, mixstyle, name="block1_mixstyle")
-    x = _block(x, width * 2, convs=2, dropout=0.1, name="block2")  # 32 -> 16
-    # Width is cheap at 16x16 and 8x8 on a CPU, where the step time goes to the large early maps:
-    # deep_width_scale 1.5 doubles the parameters for ~10% more step time (measured).
+    x = _block(x, width * 2, convs=2, dropout=0.1, name="block2")  # 40 -> 20
+    # Width is cheap at the two low-resolution stages on a CPU, where the step time goes to the
+    # large early maps: deep_width_scale 1.5 doubles the parameters for ~10% more step time (measured).
     deep_width = round(width * 4 * deep_width_scale)
-    x = _block(x, deep_width, convs=2, dropout=0.2, name="block3")  # 16 -> 8
-    # The last convolution keeps its 8x8 map: its features feed both the classifier and the
-    # class activation map (heat map) of the web app.
+    x = _block(x, deep_width, convs=2, dropout=0.2, name="block3")  # 20 -> 10
+    # The last convolution keeps its 10x10 map (input / 16): its features feed both the classifier
+    # and the class activation map (heat map) of the web app.
     x = _conv_bn_relu(x, deep_width * 2, name=FEATURES_LAYER)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
@@ -146,7 +146,7 @@ def logits_model(model: keras.Model) -> keras.Model:
 
 
 def serving_model(model: keras.Model) -> keras.Model:
-    """Two outputs for serving: probabilities and per-class activation maps (8x8 logits).
+    """Two outputs for serving: probabilities and per-class activation maps (logits at input / 16).
 
     Global average pooling followed by a dense layer is linear, so applying the dense layer to every
     position of the feature map gives maps whose spatial mean is exactly the logits: the class

@@ -1,9 +1,10 @@
 """Test-time augmentation probe, validation only: `python scripts/tta_probe.py runs/A runs/B ...`.
 
-Scores each saved run on the validation split three ways: its one plain 128-px view (what the model
-card reports), the mean probability over the 8 flips / transposes (d8), and over those 8 of five
-112-px crops (d8x5, the views training draws). Prints one line per run and the paired mean changes.
-Runs whose input size differs from `config.IMAGE_SIZE` are skipped. Never touches Test.
+Scores each saved run on the validation split three ways: its one plain view of the whole image (what
+the model card reports), the mean probability over the 8 flips / transposes (d8), and over those 8 of
+five crops of the run's training crop size (d8x5, the views training draws). Prints one line per
+run and the paired mean changes. Runs whose input size differs from `config.IMAGE_SIZE` are skipped.
+Never touches Test.
 (README, "Test-time augmentation": not adopted.)
 """
 
@@ -19,8 +20,7 @@ from model.evaluate import choose_threshold, headline_metrics
 from model.export import load_keras_model
 from model.model_card import TEST_FLOORS as FLOORS
 from model.preprocessing import load_image_files
-
-CROP = 112
+from model.train import TrainConfig, recipe_of
 
 
 def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
@@ -29,7 +29,7 @@ def dihedral_views(images: np.ndarray) -> list[np.ndarray]:
     return [np.rot90(base, k, axes=(1, 2)) for base in (images, transposed) for k in range(4)]
 
 
-def five_crops(images: np.ndarray, size: int = CROP) -> list[np.ndarray]:
+def five_crops(images: np.ndarray, size: int) -> list[np.ndarray]:
     """Centre and four corner crops of a batch of square images."""
     spare = images.shape[1] - size
     corners = [(spare // 2, spare // 2), (0, 0), (0, spare), (spare, 0), (spare, spare)]
@@ -49,10 +49,11 @@ def probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict | None:
     if tuple(model.input_shape[1:3]) != tuple(config.IMAGE_SIZE):
         return None
     temperature = 1.0 / float(model.get_layer(network.TEMPERATURE_LAYER).scale)
-    cropped = network.with_temperature(model, temperature, (CROP, CROP))
+    crop = recipe_of(run_dir).get("crop_size") or TrainConfig.crop_size  # whole-image runs: the default
+    cropped = network.with_temperature(model, temperature, (crop, crop))
     plain = _predict(model, images)
     d8 = np.mean([_predict(model, view) for view in dihedral_views(images)], axis=0)
-    views = [view for crop in five_crops(images) for view in dihedral_views(crop)]
+    views = [view for square in five_crops(images, crop) for view in dihedral_views(square)]
     d8x5 = np.mean([_predict(cropped, view) for view in views], axis=0)
     return {name: scores(p, labels) for name, p in (("plain", plain), ("d8", d8), ("d8x5", d8x5))}
 

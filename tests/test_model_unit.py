@@ -29,7 +29,8 @@ def test_build_model_shapes_and_probabilities(tiny_model):
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
     layer_types = {type(layer).__name__ for layer in tiny_model.layers}
     assert {"Conv2D", "BatchNormalization", "MaxPooling2D", "Dropout"} <= layer_types
-    assert tiny_model.get_layer("features").output.shape[1:3] == (8, 8)
+    # Four halvings (strided stem, three pooled blocks): the heat map's grid is input / 16.
+    assert tiny_model.get_layer("features").output.shape[1:3] == tuple(s // 16 for s in config.IMAGE_SIZE)
 
 
 def test_build_model_is_pure_and_width_scales_parameters():
@@ -310,11 +311,13 @@ def test_model_card_lists_the_measures_the_run_used():
             "mixstyle": 0.5,
             "resolution": 0.5,
             "frame_swap": 0.5,
+            "cutmix": 0.5,
         }
     )
     assert "112-pixel crops" in full and "(source, class)" in full
     assert "vignette on 30%" in full and "MixStyle" in full and "resolution jitter: 50%" in full
     assert "frame swaps: 50%" in full and "frame swaps" not in plain
+    assert "CutMix (Yun et al. 2019) on 50%" in full and "CutMix" not in plain
 
 
 def test_random_frame_swap_replaces_the_border_and_keeps_the_centre():
@@ -337,6 +340,58 @@ def test_random_frame_swap_replaces_the_border_and_keeps_the_centre():
     half = np.asarray(random_frame_swap(images, seed, 0.5))
     untouched = [np.array_equal(a, b) for a, b in zip(half, images)]
     assert 0 < sum(untouched) < 16
+
+
+def test_random_cutmix_pastes_a_box_and_mixes_targets_and_weights_by_its_area():
+    import tensorflow as tf
+
+    from model.data import random_cutmix
+
+    # Image i is a flat grey of value i, so each pixel names the image it came from.
+    images = np.broadcast_to(np.arange(16, dtype=np.float32)[:, None, None, None], (16, 32, 32, 3))
+    targets = np.eye(config.NUM_CLASSES, dtype=np.float32)[np.arange(16) % config.NUM_CLASSES]
+    weights = np.linspace(0.5, 2.0, 16).astype(np.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    unchanged = random_cutmix(images, targets, weights, seed, 0.0)
+    for before, after in zip((images, targets, weights), unchanged):
+        np.testing.assert_array_equal(np.asarray(after), before)
+    mixed_images, mixed_targets, mixed_weights = map(
+        np.asarray, random_cutmix(images, targets, weights, seed, 1.0)
+    )
+    np.testing.assert_allclose(mixed_targets.sum(axis=1), 1.0, rtol=1e-6)
+    assert (mixed_images != images).any(axis=(1, 2, 3)).sum() > 8  # most images got a box
+    for i in range(16):
+        foreign = mixed_images[i, ..., 0] != i
+        share = foreign.mean()
+        if share == 0:
+            np.testing.assert_array_equal(mixed_targets[i], targets[i])
+            continue
+        partner = int(mixed_images[i, ..., 0][foreign][0])
+        assert np.all(mixed_images[i, ..., 0][foreign] == partner)  # one rectangular box, one partner
+        rows, cols = np.nonzero(foreign)
+        assert foreign[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        np.testing.assert_allclose(
+            mixed_targets[i], (1 - share) * targets[i] + share * targets[partner], atol=1e-6
+        )
+        np.testing.assert_allclose(
+            mixed_weights[i], (1 - share) * weights[i] + share * weights[partner], rtol=1e-5
+        )
+
+
+def test_cutmix_pipeline_yields_one_hot_targets_and_trains(synthetic_prepared):
+    from model import data, network, train
+
+    settings = train.TrainConfig(crop_size=64, cutmix=1.0, batch_size=8)
+    table = data.read_training_set(synthetic_prepared)
+    labels = data.label_indices(table.label)
+    weights = data.sample_weights(labels)
+    images, targets, batch_weights = next(iter(train.training_dataset(table.path, labels, settings, weights)))
+    assert targets.shape == (8, config.NUM_CLASSES) and batch_weights.shape == (8,)
+    np.testing.assert_allclose(np.asarray(targets).sum(axis=1), 1.0, rtol=1e-6)
+    model = network.build_model(input_size=(None, None), width=4)
+    model.compile(optimizer="adam", loss=train._loss(settings), metrics=["accuracy"])
+    history = model.fit(train.training_dataset(table.path, labels, settings, weights), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and 0 <= history.history["accuracy"][0] <= 1
 
 
 def test_frame_probe_tells_a_border_reader_from_a_centre_reader():
@@ -468,7 +523,7 @@ def test_progressive_resizing_trains_on_small_crops_then_on_full_crops(synthetic
 
     from model import data, network, train
 
-    assert train.training_crop_size(train.TrainConfig(crop_size=64)) == 64  # off by default
+    assert train.training_crop_size(train.TrainConfig(crop_size=64, small_crop_size=0)) == 64  # off
     settings = train.TrainConfig(crop_size=64, small_crop_size=48, small_crop_epochs=2, batch_size=8)
     crop_size = train.training_crop_size(settings)
     table = data.read_training_set(synthetic_prepared)
@@ -521,7 +576,7 @@ def test_patience_counts_only_from_the_full_size_phase():
         epochs_run[patience_from] = len(history.history["loss"])
     assert epochs_run == {0: 2, 3: 4}
     assert train._small_crop_epochs(train.TrainConfig(small_crop_size=80, small_crop_epochs=36)) == 36
-    assert train._small_crop_epochs(train.TrainConfig(small_crop_epochs=36)) == 0  # no small size: off
+    assert train._small_crop_epochs(train.TrainConfig(small_crop_size=0, small_crop_epochs=36)) == 0  # off
 
 
 def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validation(
@@ -598,8 +653,9 @@ def test_tta_probe_views_are_the_eight_symmetries_and_the_five_training_crops():
     assert len({view.tobytes() for view in views}) == 8
     assert any(np.array_equal(view, image) for view in views)
     assert any(np.array_equal(view, image[:, :, ::-1]) for view in views)  # a mirror image is one of them
-    crops = probe.five_crops(np.zeros((2, 128, 128, 3)), size=112)
-    assert [crop.shape for crop in crops] == [(2, 112, 112, 3)] * 5
+    crops = probe.five_crops(np.zeros((2, 160, 160, 3)), size=140)
+    assert [crop.shape for crop in crops] == [(2, 140, 140, 3)] * 5
+    assert len({(crop[0, 0, 0, 0], crop[0, -1, -1, 0]) for crop in probe.five_crops(image, size=2)}) == 5
 
 
 def test_tta_probe_scores_the_plain_view_like_the_evaluation(tiny_model_dir, synthetic_prepared):
