@@ -271,7 +271,7 @@ def render(sections: dict, args) -> str:
     ]
     lines += [
         "",
-        "## Serving runtime alone (preprocessed 128x128 input, 1 thread)",
+        f"## Serving runtime alone (preprocessed {'x'.join(map(str, config.IMAGE_SIZE))} input, 1 thread)",
         "",
         "| runtime | p50 ms | p99 ms | img/s batch 1 | img/s batch 16 |",
         "|---|---|---|---|---|",

@@ -37,7 +37,8 @@ class TrainConfig:
     """Everything that decides a training run; saved into the model's metadata."""
 
     # The defaults are run Z1, the committed model: 38 epochs end inside max_minutes on 2 cores
-    # (12 min measured on the 2026-11-23 machine; about 25 min on the slower one of earlier runs).
+    # (12 min measured on the 2026-11-23 machine; about 25 min estimated for the slower one of runs
+    # A to Y, from the compute of run U2).
     epochs: int = 38
     batch_size: int = 32
     width: int = 16
