@@ -42,7 +42,10 @@ def build_metadata(training: dict, data: dict) -> dict:
             "whole frame resized (bilinear) to the input size; shades-of-grey colour constancy "
             f"(p={config.SHADES_OF_GREY_P:g}) and rescaling are layers inside the model",
         },
-        "outputs": {"probabilities": [config.NUM_CLASSES], "class_maps": [8, 8, config.NUM_CLASSES]},
+        "outputs": {
+            "probabilities": [config.NUM_CLASSES],
+            "class_maps": [*(s // network.FEATURE_STRIDE for s in config.IMAGE_SIZE), config.NUM_CLASSES],
+        },
         "files": {"keras": config.MODEL_H5_FILE, "litert": config.MODEL_TFLITE_FILE},
         "versions": {
             "python": platform.python_version(),

@@ -128,7 +128,7 @@ def render(metadata: dict, audit_markdown: str) -> str:
 
 def _model_text(metadata: dict) -> str:
     size = "x".join(str(s) for s in metadata["input"]["size"])
-    class_map = "x".join(str(s // 16) for s in metadata["input"]["size"])  # four halvings
+    class_map = "x".join(str(s) for s in metadata["outputs"]["class_maps"][:2])
     return (
         f"A from-scratch CNN (Conv2D / BatchNorm / MaxPool / Dropout, no pretrained weights), input "
         f"{size} RGB, {len(metadata['class_names'])} classes. Preprocessing: "

@@ -15,6 +15,9 @@ FEATURES_LAYER = "features"
 LOGITS_LAYER = "logits"
 TEMPERATURE_LAYER = "temperature"
 PROBABILITIES_LAYER = "probabilities"
+# The strided stem and the three pooled blocks each halve the image, so the features, and the class
+# activation maps served as the heat map, are the input size divided by this.
+FEATURE_STRIDE = 16
 
 
 @keras.saving.register_keras_serializable(package="skin_lesion")

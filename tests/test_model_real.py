@@ -67,5 +67,10 @@ def test_metadata_records_the_data_the_model_saw(committed_model_dir, real_prepa
     assert metadata["data"]["split_content_hash"] == split_info["content_hash"]
     assert metadata["class_names"] == list(config.CLASS_NAMES)
     assert metadata["input"]["size"] == list(config.IMAGE_SIZE)
+    from model import network
+    from model.export import load_keras_model
+
+    served = network.serving_model(load_keras_model(committed_model_dir))
+    assert metadata["outputs"]["class_maps"] == list(served.outputs[1].shape[1:])
     assert metadata["training"]["wall_seconds"] <= 30 * 60
     assert metadata["metrics"]["operating_point"]["chosen_on"] == "validation"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pandas as pd
@@ -224,6 +225,9 @@ def test_litert_export_matches_keras(tiny_model_dir, synthetic_dataset):
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
         interpreter.invoke()
         np.testing.assert_allclose(interpreter.get_tensor(outputs[2])[0], want, atol=1e-5)
+    # The metadata describes the class-map output the export really has.
+    metadata = json.loads((tiny_model_dir / config.METADATA_FILE).read_text())
+    assert [int(d) for d in interpreter.get_tensor(outputs[4]).shape[1:]] == metadata["outputs"]["class_maps"]
 
 
 def test_crop_trained_model_becomes_the_fixed_size_model():
