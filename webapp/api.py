@@ -23,7 +23,7 @@ def predict():
     try:
         result = predict_upload(request.files.get("image"), with_heatmap=want_heatmap)
     except UploadError as exc:
-        return error_response(exc.status, str(exc))
+        return error_response(exc.status, str(exc), exc.code)
     prediction = result.prediction
     metadata = classifier().metadata
     body = {

@@ -9,6 +9,19 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
 
+# Stable machine-readable codes: clients branch on `code`, people read `message`. Refusals of the
+# image gate (422) add their own codes (not_a_lesion, not_dermoscopic, poor_quality).
+CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_image",
+    500: "internal_error",
+    503: "not_ready",
+}
+
 MESSAGES = {
     400: "The request could not be understood.",
     404: "There is no page at this address.",
@@ -26,10 +39,11 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
-def error_response(status: int, message: str):
-    """A JSON body or an HTML page with the message, and the status."""
+def error_response(status: int, message: str, code: str | None = None):
+    """A JSON body `{"error": {"code", "message", "status"}}` or an HTML page, and the status."""
+    code = code or CODES.get(status, "error")
     if wants_json():
-        return jsonify({"error": {"status": status, "message": message}}), status
+        return jsonify({"error": {"code": code, "message": message, "status": status}}), status
     if request.method == "POST" and request.path == "/":
         # A failed upload goes back to the upload form, so the person can try another photo.
         return render_template("index.html", error=message), status

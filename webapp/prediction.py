@@ -14,11 +14,12 @@ from webapp.classifier import Classifier, Prediction
 
 
 class UploadError(ValueError):
-    """A bad upload; carries the HTTP status and a message that is safe to show."""
+    """A bad upload; carries the HTTP status, a stable error code and a message that is safe to show."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, code: str | None = None):
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 @dataclass

@@ -35,7 +35,7 @@ def predict():
     try:
         result = predict_upload(request.files.get("image"))
     except UploadError as exc:
-        return error_response(exc.status, str(exc))
+        return error_response(exc.status, str(exc), exc.code)
     prediction = result.prediction
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
     return render_template(
