@@ -39,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_ingest(args: argparse.Namespace) -> None:
     """Scan the dataset into manifest.csv."""
-    manifest, skipped = ingest.scan_dataset(args.data_dir)
+    ham = audit.load_ham_metadata(args.ham_metadata)
+    manifest, skipped = ingest.scan_sources(args.data_dir, ham, args.ham_dir)
     manifest.to_csv(args.work_dir / config.MANIFEST_FILE, index=False)
-    print(f"ingest: {len(manifest)} images, {len(skipped)} skipped -> {args.work_dir / config.MANIFEST_FILE}")
+    sources = manifest.source.value_counts().to_dict()
+    out = args.work_dir / config.MANIFEST_FILE
+    print(f"ingest: {len(manifest)} images ({sources}), {len(skipped)} skipped -> {out}")
     for item in skipped:
         print(f"  skipped {item.path}: {item.reason}")
 
@@ -62,7 +65,12 @@ def run_split(args: argparse.Namespace) -> None:
     """Write split.csv and split.json."""
     manifest = pd.read_csv(args.work_dir / config.MANIFEST_FILE)
     table, summary = split.make_split(
-        manifest, audit.load_ham_metadata(args.ham_metadata), args.val_fraction, args.seed, args.conflicts
+        manifest,
+        audit.load_ham_metadata(args.ham_metadata),
+        args.val_fraction,
+        args.seed,
+        args.conflicts,
+        args.ham_test_fraction,
     )
     path = split.write_split(table, summary, args.work_dir)
     counts = {s: sum(c.values()) for s, c in summary["counts"].items()}
@@ -118,12 +126,19 @@ def _parser() -> argparse.ArgumentParser:
         help="HAM10000_metadata.csv (env HAM_METADATA_PATH; optional)",
     )
     parser.add_argument(
+        "--ham-dir",
+        type=Path,
+        default=config.HAM_IMAGES_DIR,
+        help="folder of the HAM10000 images (env HAM_IMAGES_DIR; optional; default %(default)s)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=config.WORK_DIR,
         help="derived-data folder (env ISIC_WORK_DIR; default %(default)s)",
     )
     parser.add_argument("--val-fraction", type=float, default=config.VALIDATION_FRACTION)
+    parser.add_argument("--ham-test-fraction", type=float, default=config.HAM_TEST_FRACTION)
     parser.add_argument("--seed", type=int, default=config.SEED)
     parser.add_argument(
         "--conflicts",

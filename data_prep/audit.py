@@ -24,11 +24,16 @@ def with_ham(manifest: pd.DataFrame, ham: pd.DataFrame) -> pd.DataFrame:
 
 
 def audit(manifest: pd.DataFrame, ham: pd.DataFrame) -> dict:
-    """Return every defect the split must handle, with counts per class."""
-    rows = with_ham(manifest, ham)
+    """Return every defect the split must handle, with counts per class and per source."""
+    every = manifest if "lesion_id" in manifest else with_ham(manifest, ham)
+    if "source" not in every:
+        every = every.assign(source=config.ISIC9_SOURCE)
+    rows = every[every.source == config.ISIC9_SOURCE]
     train, test = rows[rows.split == "Train"], rows[rows.split == "Test"]
     return {
         "images": _counts_per_split(rows),
+        "sources": _sources(every),
+        "ham_dx_training_label": config.HAM_DX_TRAINING_LABEL,
         "exact_duplicates": _exact_duplicates(rows),
         "train_label_conflicts": _label_conflicts(train),
         "test_in_train": _test_in_train(train, test),
@@ -75,7 +80,48 @@ def audit_markdown(report: dict) -> str:
         f"By folder and dx: {ham['by_label_and_dx']}.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _sources_markdown(report.get("sources")))
+
+
+def _sources_markdown(sources: dict | None) -> list[str]:
+    if not sources or config.HAM_SOURCE not in sources["by_source_and_class"]:
+        return []
+    lines = ["## Sources", "", "| source | " + " | ".join(config.CLASS_NAMES) + " | no single class |"]
+    lines.append("|---|" + "---|" * (config.NUM_CLASSES + 1))
+    for source, counts in sources["by_source_and_class"].items():
+        cells = [str(counts.get(c, 0)) for c in (*config.CLASS_NAMES, "(no single class)")]
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    policy = ", ".join(
+        f"`{dx}` -> {label or 'not trained on'}" for dx, label in config.HAM_DX_TRAINING_LABEL.items()
+    )
+    lines += [
+        "",
+        f"- HAM10000 pictures that isic9 also holds (one image, kept as its isic9 copy): "
+        f"**{sources['ham_pictures_in_isic9']}** (by dx: {sources['ham_pictures_in_isic9_by_dx']}).",
+        f"- HAM10000: {sources['ham_lesions']} lesions; exact duplicate groups "
+        f"{sources['ham_exact_duplicates']['groups']}.",
+        f"- Label policy for HAM10000 pictures isic9 does not hold (dx -> class): {policy}.",
+        "",
+    ]
+    return lines
+
+
+def _sources(every: pd.DataFrame) -> dict:
+    """Counts by source x class, and the pictures both sources hold (one image, not two)."""
+    ham_rows = every[every.source == config.HAM_SOURCE]
+    isic_ids = set(every[every.source == config.ISIC9_SOURCE].image_id)
+    shared = ham_rows[ham_rows.image_id.isin(isic_ids)]
+    return {
+        "by_source_and_class": {
+            s: g.label.fillna("(no single class)").value_counts().to_dict()
+            for s, g in every.groupby("source")
+        },
+        "ham_by_dx": ham_rows.dx.value_counts().to_dict(),
+        "ham_pictures_in_isic9": int(len(shared)),
+        "ham_pictures_in_isic9_by_dx": shared.dx.value_counts().to_dict(),
+        "ham_exact_duplicates": _exact_duplicates(ham_rows),
+        "ham_lesions": int(ham_rows.lesion_id.nunique()),
+    }
 
 
 def _counts_per_split(rows: pd.DataFrame) -> dict:

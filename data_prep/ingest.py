@@ -1,4 +1,9 @@
-"""Ingest: scan `Train/` and `Test/` class folders into a manifest of every readable image."""
+"""Ingest: scan isic9's `Train/` and `Test/` class folders and the HAM10000 folder into one manifest.
+
+Each row is one readable file: its source, image id, HAM10000 lesion id and dx (where HAM10000 has a
+record), split (isic9's Train/Test, or HAM10000), label and pixel hash. A HAM10000 picture that isic9
+also holds appears under both sources here; the split keeps one of the two (data_prep.split).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,19 @@ from model.preprocessing import ImageError, decode_image
 log = logging.getLogger(__name__)
 
 SPLITS = ("Train", "Test")
-MANIFEST_COLUMNS = ["image_id", "path", "split", "label", "pixel_hash", "width", "height"]
+HAM_SPLIT = "HAM10000"
+MANIFEST_COLUMNS = [
+    "source",
+    "image_id",
+    "lesion_id",
+    "dx",
+    "path",
+    "split",
+    "label",
+    "pixel_hash",
+    "width",
+    "height",
+]
 _IMAGE_ID = re.compile(r"ISIC_\d+")
 
 
@@ -34,18 +51,47 @@ class Skipped:
     reason: str
 
 
+def scan_sources(
+    data_dir: Path, ham: pd.DataFrame, ham_dir: Path | None = None
+) -> tuple[pd.DataFrame, list[Skipped]]:
+    """The manifest of isic9 (data_dir) and, if ham_dir exists, HAM10000; and the files skipped."""
+    isic, skipped = scan_dataset(data_dir)
+    frames = [isic]
+    if ham_dir is not None and Path(ham_dir).is_dir():
+        ham_rows, ham_skipped = scan_ham(Path(ham_dir), ham)
+        frames.append(ham_rows)
+        skipped += ham_skipped
+    manifest = pd.concat(frames, ignore_index=True).drop(columns=["lesion_id", "dx"])
+    records = ham.drop_duplicates("image_id")[["image_id", "lesion_id", "dx"]]
+    return manifest.merge(records, on="image_id", how="left")[MANIFEST_COLUMNS], skipped
+
+
 def scan_dataset(data_dir: Path) -> tuple[pd.DataFrame, list[Skipped]]:
-    """Return the manifest of every readable image under data_dir, and the files skipped."""
+    """Return the manifest of every readable image of isic9 under data_dir, and the files skipped."""
     class_dirs = _class_dirs(Path(data_dir))
-    rows, skipped = [], []
     files = [(split, label, f) for split, label, d in class_dirs for f in sorted(d.iterdir())]
-    for split, label, path in tqdm(files, desc="ingest", unit="img", disable=None):
+    return _describe_all(files, config.ISIC9_SOURCE)
+
+
+def scan_ham(ham_dir: Path, ham: pd.DataFrame) -> tuple[pd.DataFrame, list[Skipped]]:
+    """Every HAM10000 picture of ham_dir that its metadata lists, labelled by HAM_DX_TRAINING_LABEL."""
+    dx_of = dict(zip(ham.image_id, ham.dx))
+    files = sorted(p for p in Path(ham_dir).iterdir() if p.stem in dx_of)
+    if not files:
+        raise DatasetError(f"{ham_dir} holds no picture that {config.HAM_METADATA_PATH.name} lists.")
+    labelled = [(HAM_SPLIT, config.HAM_DX_TRAINING_LABEL.get(dx_of[p.stem]) or "", p) for p in files]
+    return _describe_all(labelled, config.HAM_SOURCE)
+
+
+def _describe_all(files: list[tuple[str, str, Path]], source: str) -> tuple[pd.DataFrame, list[Skipped]]:
+    rows, skipped = [], []
+    for split, label, path in tqdm(files, desc=f"ingest {source}", unit="img", disable=None):
         row = _describe(path, split, label)
         if isinstance(row, Skipped):
             log.warning("skipped %s: %s", row.path, row.reason)
             skipped.append(row)
         else:
-            rows.append(row)
+            rows.append({"source": source, "lesion_id": None, "dx": None, **row})
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS), skipped
 
 

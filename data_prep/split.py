@@ -10,9 +10,15 @@ Label policy, applied in this order to each distinct picture of Train (exact dup
    nevus), it sides with the smaller, specific class; and the official Test labels of the 3
    seborrheic keratoses that Train files under melanoma say seborrheic keratosis. The big folders
    absorbed pictures of small classes, not the reverse. With --conflicts drop they are dropped.
-Then every Train picture that is also in Test, or whose HAM10000 lesion has a Test picture, is
-removed, and train/validation are cut by StratifiedGroupKFold with the lesion (or, without a HAM
-record, the picture) as the group, so no picture or lesion sits on both sides.
+Two sources, one picture each: a HAM10000 picture that isic9 also holds keeps its isic9 copy and
+label (the folder says actinic keratosis or squamous cell carcinoma where dx says only akiec); other
+HAM10000 pictures take config.HAM_DX_TRAINING_LABEL.
+
+Subsets, every one grouped by lesion (HAM10000 `lesion_id`, or the picture's pixel hash without one):
+- test: the official isic9 Test split, whole. No picture or lesion of it is trained on.
+- ham_test: config.HAM_TEST_FRACTION of the HAM10000 lesions without a picture in isic9 Test,
+  stratified by dx, from the HAM10000 files. Never trained or tuned on.
+- train / val: the rest, cut by StratifiedGroupKFold on the label with the lesion as the group.
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ from data_prep.audit import with_ham
 from model import config
 
 CONFLICT_POLICIES = ("smaller-class", "drop")
-SPLIT_COLUMNS = ["image_id", "path", "subset", "label", "pixel_hash", "lesion_id", "resolution"]
+SPLIT_COLUMNS = [
+    "source",
+    "image_id",
+    "path",
+    "subset",
+    "label",
+    "dx",
+    "pixel_hash",
+    "lesion_id",
+    "resolution",
+]
 
 
 def make_split(
@@ -37,21 +53,37 @@ def make_split(
     val_fraction: float = config.VALIDATION_FRACTION,
     seed: int = config.SEED,
     conflicts: str = "smaller-class",
+    ham_test_fraction: float = config.HAM_TEST_FRACTION,
 ) -> tuple[pd.DataFrame, dict]:
-    """Return the split table (train/val/test rows) and a summary with the split's content hash."""
-    rows = with_ham(manifest, ham)
-    train_pool, label_drops = resolve_labels(rows[rows.split == "Train"], conflicts)
-    test = rows[rows.split == "Test"].assign(subset="test", resolution="official Test label")
-    train_pool, leak_drops = _remove_test_leakage(train_pool, test)
-    train_pool = _assign_validation(train_pool, val_fraction, seed)
-    split = pd.concat([train_pool, test], ignore_index=True)[SPLIT_COLUMNS]
-    split = split.sort_values(["subset", "label", "image_id"], ignore_index=True)
+    """Return the split table (train/val/test/ham_test rows) and a summary with its content hash."""
+    rows = _with_records(manifest, ham)
+    isic, ham_rows = rows[rows.source == config.ISIC9_SOURCE], rows[rows.source == config.HAM_SOURCE]
+    test = isic[isic.split == "Test"].assign(subset="test", resolution="official Test label")
+    ham_test = _ham_test(ham_rows, test, ham_test_fraction, seed)
+    train_pool, label_drops = resolve_labels(isic[isic.split == "Train"], conflicts)
+    held_out = set(isic.image_id) | set(ham_test.image_id)
+    ham_only = ham_rows[~ham_rows.image_id.isin(held_out)]
+    ham_only, unlabelled = _with_training_labels(ham_only)
+    pool = pd.concat([train_pool, ham_only], ignore_index=True)
+    pool, leak_drops = _remove_leakage(pool, {"isic9 Test": test, "HAM10000 held-out test": ham_test})
+    pool = _assign_validation(pool, val_fraction, seed)
+    split = pd.concat([pool, test, ham_test], ignore_index=True)[SPLIT_COLUMNS]
+    split = split.sort_values(["subset", "source", "label", "image_id"], ignore_index=True)
     summary = {
         "content_hash": split_hash(split),
-        "policy": {"conflicts": conflicts, "val_fraction": val_fraction, "seed": seed},
-        "counts": {s: g.label.value_counts().to_dict() for s, g in split.groupby("subset")},
-        "resolutions": split[split.subset != "test"].resolution.value_counts().to_dict(),
-        "dropped": {**label_drops, **leak_drops},
+        "policy": {
+            "conflicts": conflicts,
+            "val_fraction": val_fraction,
+            "ham_test_fraction": ham_test_fraction,
+            "seed": seed,
+            "ham_dx_training_label": config.HAM_DX_TRAINING_LABEL,
+        },
+        "counts": {
+            s: g.label.fillna("(dx akiec)").value_counts().to_dict() for s, g in split.groupby("subset")
+        },
+        "counts_by_source": {s: g.source.value_counts().to_dict() for s, g in split.groupby("subset")},
+        "resolutions": split[~split.subset.isin(config.TEST_SUBSETS)].resolution.value_counts().to_dict(),
+        "dropped": {**label_drops, **unlabelled, **leak_drops},
     }
     return split, summary
 
@@ -76,7 +108,8 @@ def resolve_labels(
 
 def split_hash(split: pd.DataFrame) -> str:
     """A content hash of which picture is in which subset under which label."""
-    lines = sorted(f"{s}\t{h}\t{lab}" for s, h, lab in zip(split.subset, split.pixel_hash, split.label))
+    rows = zip(split.subset, split.pixel_hash, split.label.fillna(""))
+    lines = sorted(f"{s}\t{h}\t{lab}" for s, h, lab in rows)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -106,19 +139,56 @@ def _resolve(group: pd.DataFrame, class_sizes: pd.Series, conflicts: str) -> tup
     return min(labels, key=lambda lab: (class_sizes[lab], lab)), "unsettled conflict: smaller class"
 
 
-def _remove_test_leakage(pool: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    same_picture = pool.pixel_hash.isin(set(test.pixel_hash))
-    same_lesion = pool.lesion_id.isin(set(test.lesion_id.dropna())) & ~same_picture
-    drops = {
-        "picture also in Test": int(same_picture.sum()),
-        "HAM10000 lesion also in Test": int(same_lesion.sum()),
-    }
-    return pool[~same_picture & ~same_lesion], drops
+def lesion_groups(rows: pd.DataFrame) -> pd.Series:
+    """One group key per row: rows that share a lesion id or a pixel hash, even through a chain, share it."""
+    groups = rows.lesion_id.fillna(rows.pixel_hash).astype(str)
+    while True:  # two pictures of one lesion may each have a pixel twin filed under another lesion
+        merged = groups.groupby(rows.pixel_hash).transform("min")
+        merged = merged.groupby(groups).transform("min")
+        if merged.equals(groups):
+            return groups
+        groups = merged
+
+
+def _with_records(manifest: pd.DataFrame, ham: pd.DataFrame) -> pd.DataFrame:
+    # Manifests of the current ingest carry source, lesion id and dx; an older one gets them here.
+    if "source" not in manifest:
+        manifest = manifest.assign(source=config.ISIC9_SOURCE)
+    if "lesion_id" not in manifest:
+        manifest = with_ham(manifest, ham)
+    return manifest
+
+
+def _ham_test(ham_rows: pd.DataFrame, isic_test: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """HAM10000 files of a stratified share of the lesions that have no picture in isic9 Test."""
+    candidates = ham_rows[~ham_rows.lesion_id.isin(set(isic_test.lesion_id.dropna()))].reset_index(drop=True)
+    if candidates.empty or fraction <= 0:
+        return candidates.assign(subset="ham_test", resolution="HAM10000 dx")
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    _, test_index = next(folds.split(candidates, candidates.dx, candidates.lesion_id))
+    return candidates.iloc[test_index].assign(subset="ham_test", resolution="HAM10000 dx")
+
+
+def _with_training_labels(ham_only: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    labelled = ham_only.label.notna() & (ham_only.label.astype(str) != "")
+    drops = {"HAM10000 dx with no single class (akiec)": int((~labelled).sum())}
+    return ham_only[labelled].assign(resolution="HAM10000 dx policy"), drops
+
+
+def _remove_leakage(pool: pd.DataFrame, tests: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
+    drops, keep = {}, pd.Series(True, index=pool.index)
+    for name, test in tests.items():
+        same_picture = pool.pixel_hash.isin(set(test.pixel_hash)) | pool.image_id.isin(set(test.image_id))
+        same_lesion = pool.lesion_id.isin(set(test.lesion_id.dropna())) & ~same_picture
+        drops[f"picture also in {name}"] = int((same_picture & keep).sum())
+        drops[f"lesion also in {name}"] = int((same_lesion & keep).sum())
+        keep &= ~same_picture & ~same_lesion
+    return pool[keep], drops
 
 
 def _assign_validation(pool: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
     pool = pool.reset_index(drop=True)
-    groups = pool.lesion_id.fillna(pool.pixel_hash)
+    groups = lesion_groups(pool)
     n_splits = max(2, round(1 / val_fraction))
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, val_index = next(folds.split(pool, pool.label, groups))

@@ -55,6 +55,23 @@ HAM_DX_TO_CLASSES: dict[str, tuple[str, ...]] = {
     "vasc": ("vascular lesion",),
 }
 
+# The one training label of a HAM10000 picture that isic9 does not hold, by `dx` (a deterministic
+# policy, also written into the audit). bkl -> pigmented benign keratosis: isic9 files every one of
+# the 478 HAM10000 bkl pictures it holds under that folder, none under seborrheic keratosis. akiec ->
+# none: isic9 files HAM10000's akiec pictures under actinic keratosis (128) and squamous cell
+# carcinoma (192), and dx cannot say which, so the 6 such pictures are not trained on (the HAM10000
+# held-out test scores them at the level of dx, where both classes fold into akiec).
+HAM_DX_TRAINING_LABEL: dict[str, str | None] = {
+    "akiec": None,
+    "bcc": "basal cell carcinoma",
+    "bkl": "pigmented benign keratosis",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "nevus",
+    "vasc": "vascular lesion",
+}
+HAM_DX_CODES: tuple[str, ...] = tuple(sorted(HAM_DX_TO_CLASSES))
+
 # Acquisition sources. Pictures named in the HAM10000 metadata come from HAM10000; the rest from the
 # ISIC Archive, whose ids number uploads in order. In Train, ids below this bound hold melanomas and
 # nevi; ids above it hold melanomas and seborrheic keratoses (no nevi), so the id block is a
@@ -77,7 +94,16 @@ SHADES_OF_GREY_P = 6.0
 # --- Data preparation ----------------------------------------------------------------------------
 SEED = 1337
 VALIDATION_FRACTION = 0.15
-# Augmentor tops every class of the training split up to this many images (originals included).
+# The HAM10000 held-out test: this share of the HAM10000 lesions that have no picture in the isic9
+# Test split, stratified by dx. It is never trained or tuned on.
+HAM_TEST_FRACTION = 0.15
+# Source names in the manifest, and the subsets of the split.
+ISIC9_SOURCE = "isic9"
+HAM_SOURCE = "ham10000"
+TEST_SUBSETS: dict[str, str] = {"test": "isic9 official Test", "ham_test": "HAM10000 held-out test"}
+# Augmentor tops every class of the training split up to this many images (originals included):
+# a floor for the rare classes (dermatofibroma, vascular lesion, seborrheic keratosis, ...); the
+# rest of the imbalance (5,700 nevi) is left to the loss weights (model.data.sample_weights).
 REBALANCE_TARGET_PER_CLASS = 500
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -86,6 +112,7 @@ DATA_DIR = Path(os.environ.get("ISIC_DATA_DIR", PROJECT_ROOT / "data" / "raw" / 
 HAM_METADATA_PATH = Path(
     os.environ.get("HAM_METADATA_PATH", PROJECT_ROOT / "data" / "raw" / "HAM10000_metadata.csv")
 )
+HAM_IMAGES_DIR = Path(os.environ.get("HAM_IMAGES_DIR", PROJECT_ROOT / "data" / "raw" / "ham10000"))
 # Derived data: manifests, audit, the rebalanced training images.
 WORK_DIR = Path(os.environ.get("ISIC_WORK_DIR", PROJECT_ROOT / "data" / "processed"))
 # The committed model that the web app serves.

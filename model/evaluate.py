@@ -1,8 +1,10 @@
 """Evaluate the trained model: `python -m model.evaluate [--model-dir DIR]`.
 
-Scores the validation split (where the malignant-vs-benign operating point is chosen) and the
-official Test split (reported once, never tuned on), writes the metrics into the model's
-metadata.json, the plots into `<model-dir>/evaluation/`, and the model card `MODEL_CARD.md`.
+Scores the validation split (where the malignant-vs-benign operating point is chosen) and the two
+test sets side by side, the official isic9 Test split and the HAM10000 held-out test (reported,
+never tuned on), writes the metrics into the model's metadata.json, the plots into
+`<model-dir>/evaluation/`, and the model card `MODEL_CARD.md`. Every figure is of the served
+prediction: the mean over the 8 orientations of the image (model.network.orientation_averaged).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from model.preprocessing import load_image_files
 
 MALIGNANT = [config.CLASS_NAMES.index(c) for c in config.RISK_GROUPS["malignant"]]
 MELANOMA = config.CLASS_NAMES.index(config.MELANOMA)
+NEVUS = config.CLASS_NAMES.index("nevus")
+# HAM10000 labels are dx codes: the 9 outputs fold into the 7 codes by summing (akiec = actinic
+# keratosis + squamous cell carcinoma, bkl = pigmented benign + seborrheic keratosis).
+DX_FOLD = np.array(
+    [[float(c in config.HAM_DX_TO_CLASSES[dx]) for dx in config.HAM_DX_CODES] for c in config.CLASS_NAMES]
+)
 # Screening favours sensitivity: the operating point is the highest threshold on the summed
 # malignant probability that still finds this share of the malignant validation images.
 TARGET_SENSITIVITY = 0.85
@@ -56,19 +64,48 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(scores[int(np.floor(len(scores) * (1 - TARGET_SENSITIVITY)))])
 
 
-def headline_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """The figures that get bootstrap intervals: accuracy, balanced accuracy, AUCs, sens/spec."""
-    predicted = probabilities.argmax(axis=1)
-    is_malignant = np.isin(labels, MALIGNANT)
+def headline_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, threshold: float, dx_level: bool = False
+) -> dict:
+    """The figures that get bootstrap intervals: accuracy, balanced accuracy, AUCs, sens/spec, ECE.
+
+    probabilities are the 9 class outputs; labels are class indices, or, with dx_level, indices
+    into config.HAM_DX_CODES (accuracy, balanced accuracy and ECE are then over the folded codes).
+    """
+    names = config.HAM_DX_CODES if dx_level else config.CLASS_NAMES
+    scored = probabilities @ DX_FOLD if dx_level else probabilities
+    melanoma, nevus = (
+        names.index("mel" if dx_level else config.MELANOMA),
+        names.index("nv" if dx_level else "nevus"),
+    )
+    malignant, benign = _malignant_labels(names)
+    predicted = scored.argmax(axis=1)
+    is_malignant, is_benign = np.isin(labels, malignant), np.isin(labels, benign)
     flagged = malignant_score(probabilities) >= threshold
+    mel_or_nevus = np.isin(labels, [melanoma, nevus])
     return {
         "accuracy": accuracy_score(labels, predicted),
         "balanced_accuracy": balanced_accuracy_score(labels, predicted),
-        "melanoma_vs_rest_auc": _auc(labels == MELANOMA, probabilities[:, MELANOMA]),
-        "malignant_vs_benign_auc": _auc(is_malignant, malignant_score(probabilities)),
+        "melanoma_vs_rest_auc": _auc(labels == melanoma, probabilities[:, MELANOMA]),
+        "melanoma_vs_nevus_auc": _auc(
+            labels[mel_or_nevus] == melanoma, probabilities[mel_or_nevus, MELANOMA]
+        ),
+        "malignant_vs_benign_auc": _auc(
+            is_malignant[is_malignant | is_benign], malignant_score(probabilities)[is_malignant | is_benign]
+        ),
         "malignant_sensitivity": float(flagged[is_malignant].mean()) if is_malignant.any() else None,
-        "malignant_specificity": float((~flagged[~is_malignant]).mean()) if (~is_malignant).any() else None,
+        "malignant_specificity": float((~flagged[is_benign]).mean()) if is_benign.any() else None,
+        "expected_calibration_error": expected_calibration_error(scored, labels),
     }
+
+
+def _malignant_labels(names) -> tuple[list[int], list[int]]:
+    """Label indices that are wholly malignant and wholly benign (akiec, half of each, is neither)."""
+    groups = config.RISK_OF_CLASS
+    classes = {n: config.HAM_DX_TO_CLASSES.get(n, (n,)) for n in names}
+    malignant = [i for i, n in enumerate(names) if all(groups[c] == "malignant" for c in classes[n])]
+    benign = [i for i, n in enumerate(names) if all(groups[c] == "benign" for c in classes[n])]
+    return malignant, benign
 
 
 def evaluate(
@@ -77,43 +114,61 @@ def evaluate(
     threshold: float,
     seed: int = config.SEED,
     sources: np.ndarray | None = None,
+    dx_level: bool = False,
 ) -> dict:
-    """Every metric of the model card for one subset (with a per-source breakdown if sources are given)."""
-    predicted = probabilities.argmax(axis=1)
+    """Every metric of the model card for one subset (with a per-source breakdown if sources are given).
+
+    dx_level: labels index config.HAM_DX_CODES and per-class figures are over the folded outputs.
+    """
+    names = list(config.HAM_DX_CODES if dx_level else config.CLASS_NAMES)
+    scored = probabilities @ DX_FOLD if dx_level else probabilities
+    predicted = scored.argmax(axis=1)
     report = classification_report(
-        labels,
-        predicted,
-        labels=range(config.NUM_CLASSES),
-        target_names=config.CLASS_NAMES,
-        output_dict=True,
-        zero_division=0,
+        labels, predicted, labels=range(len(names)), target_names=names, output_dict=True, zero_division=0
     )
     return {
         "images": int(len(labels)),
-        **headline_metrics(probabilities, labels, threshold),
-        "intervals_95": bootstrap_intervals(probabilities, labels, threshold, seed),
-        "per_class": {name: report[name] for name in config.CLASS_NAMES},
-        "roc_auc_one_vs_rest": {
-            name: _auc(labels == i, probabilities[:, i]) for i, name in enumerate(config.CLASS_NAMES)
-        },
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(config.NUM_CLASSES)).tolist(),
-        "expected_calibration_error": expected_calibration_error(probabilities, labels),
-        "reliability": reliability_table(probabilities, labels),
-        "by_source": {} if sources is None else by_source(predicted, labels, sources),
+        "label_level": "HAM10000 dx" if dx_level else "class",
+        "label_names": names,
+        **headline_metrics(probabilities, labels, threshold, dx_level),
+        "intervals_95": bootstrap_intervals(probabilities, labels, threshold, seed, dx_level=dx_level),
+        "per_class": {name: report[name] for name in names},
+        "roc_auc_one_vs_rest": {name: _auc(labels == i, scored[:, i]) for i, name in enumerate(names)},
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(names))).tolist(),
+        "reliability": reliability_table(scored, labels),
+        "by_source": {} if sources is None else by_source(predicted, labels, sources, names),
     }
 
 
-def by_source(predicted: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> dict:
+def orientation_agreement(model, images: np.ndarray, batch_size: int = 64) -> float:
+    """Share of (image, view) pairs over the 7 other flips/rotations whose top class is the image's."""
+    from model.network import dihedral
+
+    upright = model.predict(images, batch_size=batch_size, verbose=0).argmax(axis=1)
+    same = [
+        model.predict(np.asarray(dihedral(images, view)), batch_size=batch_size, verbose=0).argmax(axis=1)
+        == upright
+        for view in range(1, 8)
+    ]
+    return float(np.mean(same))
+
+
+def by_source(
+    predicted: np.ndarray, labels: np.ndarray, sources: np.ndarray, names=config.CLASS_NAMES
+) -> dict:
     """Accuracy and melanoma recall per acquisition source: where the source confound shows."""
+    melanoma_label = list(names).index("mel" if "mel" in names else config.MELANOMA)
     table = {}
     for source in sorted(set(sources)):
         here = sources == source
-        melanoma = here & (labels == MELANOMA)
+        melanoma = here & (labels == melanoma_label)
         table[source] = {
             "images": int(here.sum()),
             "accuracy": float((predicted[here] == labels[here]).mean()),
             "melanomas": int(melanoma.sum()),
-            "melanoma_recall": float((predicted[melanoma] == MELANOMA).mean()) if melanoma.any() else None,
+            "melanoma_recall": float((predicted[melanoma] == melanoma_label).mean())
+            if melanoma.any()
+            else None,
         }
     return table
 
@@ -160,14 +215,20 @@ def validation_frame_probe(model, work_dir: Path) -> dict | None:
 
 
 def bootstrap_intervals(
-    probabilities: np.ndarray, labels: np.ndarray, threshold: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    seed: int,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    dx_level: bool = False,
 ) -> dict:
     """Percentile 95% intervals of the headline metrics over images resampled with replacement."""
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
         pick = rng.integers(0, len(labels), len(labels))
-        for name, value in headline_metrics(probabilities[pick], labels[pick], threshold).items():
+        metrics = headline_metrics(probabilities[pick], labels[pick], threshold, dx_level)
+        for name, value in metrics.items():
             if value is not None and not np.isnan(value):
                 samples.setdefault(name, []).append(value)
     return {
@@ -181,11 +242,11 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     A refit trained on validation, so its validation figures, operating point and frame probe are
     those of its chosen run (measured before the refit), and only Test is scored here.
     """
-    from model.export import load_keras_model  # TensorFlow only when a model is really evaluated
+    from model.export import load_served_keras_model  # TensorFlow only when a model is really evaluated
     from model.model_card import write_model_card
 
     model_dir = Path(model_dir)
-    model = load_keras_model(model_dir)
+    model = load_served_keras_model(model_dir)
     metadata_path = model_dir / config.METADATA_FILE
     metadata = json.loads(metadata_path.read_text())
     selection_run = metadata["training"].get("selection_run")
@@ -195,8 +256,14 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
         probabilities, labels, results = validation_results(model, work_dir)
         _plot("val", probabilities, labels, results["val"], model_dir / "evaluation")
     threshold = results["operating_point"]["malignant_threshold"]
-    probabilities, labels, results["test"], _ = score_subset(model, "test", work_dir, threshold)
-    _plot("test", probabilities, labels, results["test"], model_dir / "evaluation")
+    for subset in config.TEST_SUBSETS:
+        if data.read_subset(subset, work_dir).empty:
+            continue  # a split made without HAM10000 images has no HAM10000 held-out test
+        probabilities, labels, results[subset], _ = score_subset(model, subset, work_dir, threshold)
+        results[subset]["orientation_agreement"] = orientation_agreement(
+            model, load_image_files(data.read_subset(subset, work_dir).path)
+        )
+        _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
     metadata["metrics"] = results
     metadata_path.write_text(json.dumps(metadata, indent=2))
     audit_path = Path(work_dir) / config.AUDIT_MD_FILE
@@ -228,23 +295,33 @@ def score_subset(model, subset: str, work_dir: Path, threshold: float | None = N
     Without a threshold, the operating point is chosen on this subset (validation only).
     """
     table = data.read_subset(subset, work_dir)
-    labels = data.label_indices(table.label)
+    dx_level = subset == "ham_test"
+    labels = dx_indices(table.dx) if dx_level else data.label_indices(table.label)
     probabilities = predict_files(model, table.path)
     if threshold is None:
         threshold = choose_threshold(probabilities, labels)
     sources = data.image_sources(table, work_dir).to_numpy()
-    return probabilities, labels, evaluate(probabilities, labels, threshold, sources=sources), threshold
+    metrics = evaluate(probabilities, labels, threshold, sources=sources, dx_level=dx_level)
+    return probabilities, labels, metrics, threshold
+
+
+def dx_indices(dx) -> np.ndarray:
+    """HAM10000 dx codes -> integer indices in config.HAM_DX_CODES order."""
+    return np.array([config.HAM_DX_CODES.index(code) for code in dx], dtype=np.int32)
 
 
 def _plot(subset: str, probabilities: np.ndarray, labels: np.ndarray, metrics: dict, out: Path) -> None:
-    name = {"val": "validation", "test": "official Test"}[subset]
+    name = {"val": "validation", **config.TEST_SUBSETS}[subset]
+    names = metrics["label_names"]
+    scored = probabilities @ DX_FOLD if subset == "ham_test" else probabilities
     plots.confusion_matrix(
         labels,
-        probabilities.argmax(axis=1),
+        scored.argmax(axis=1),
         out / f"confusion_{subset}.png",
         f"Confusion matrix, {name} ({len(labels)} images)",
+        names,
     )
-    plots.roc_curves(labels, probabilities, out / f"roc_{subset}.png", f"One-vs-rest ROC, {name}")
+    plots.roc_curves(labels, scored, out / f"roc_{subset}.png", f"One-vs-rest ROC, {name}", names)
     plots.reliability_diagram(
         metrics["reliability"],
         out / f"reliability_{subset}.png",
@@ -276,24 +353,38 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    keys = (
-        "accuracy",
-        "balanced_accuracy",
-        "melanoma_vs_rest_auc",
-        "malignant_sensitivity",
-        "malignant_specificity",
-        "expected_calibration_error",
-    )
-    print(f"{'metric':<28}{'validation':>12}{'Test':>10}   Test 95% CI")
-    for key in keys:
-        ci = results["test"]["intervals_95"].get(key)
-        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        print(f"{key:<28}{_fmt(results['val'][key]):>12}{_fmt(results['test'][key]):>10}   {ci_text}")
+    print(results_table(results))
     return 0
 
 
+HEADLINE_KEYS = (
+    "accuracy",
+    "balanced_accuracy",
+    "melanoma_vs_rest_auc",
+    "melanoma_vs_nevus_auc",
+    "malignant_sensitivity",
+    "malignant_specificity",
+    "expected_calibration_error",
+    "orientation_agreement",
+)
+
+
+def results_table(results: dict) -> str:
+    """Validation and both test sets side by side, each test figure with its 95% interval."""
+    subsets = [s for s in ("val", *config.TEST_SUBSETS) if s in results]
+    lines = [f"{'metric':<28}" + "".join(f"{s:>24}" for s in subsets)]
+    for key in HEADLINE_KEYS:
+        cells = []
+        for subset in subsets:
+            ci = results[subset].get("intervals_95", {}).get(key) if subset != "val" else None
+            text = _fmt(results[subset].get(key)) + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
+            cells.append(f"{text:>24}")
+        lines.append(f"{key:<28}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def _print_validation(model_dir: Path, work_dir: Path) -> int:
-    from model.export import load_keras_model
+    from model.export import load_served_keras_model
 
     training = json.loads((Path(model_dir) / config.METADATA_FILE).read_text()).get("training", {})
     if training.get("selection_run"):
@@ -304,9 +395,9 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    model = load_keras_model(Path(model_dir))
+    model = load_served_keras_model(Path(model_dir))
     _, _, metrics, _ = score_subset(model, "val", work_dir)
-    for key in ("accuracy", "balanced_accuracy", "melanoma_vs_rest_auc", "expected_calibration_error"):
+    for key in HEADLINE_KEYS[:-1]:
         print(f"{key:<28}{_fmt(metrics[key]):>8}")
     for name in config.CLASS_NAMES:
         print(f"recall {name:<36}{_fmt(metrics['per_class'][name]['recall']):>8}")

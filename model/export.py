@@ -47,6 +47,8 @@ def build_metadata(training: dict, data: dict) -> dict:
             "class_maps": [*(s // network.FEATURE_STRIDE for s in config.IMAGE_SIZE), config.NUM_CLASSES],
         },
         "files": {"keras": config.MODEL_H5_FILE, "litert": config.MODEL_TFLITE_FILE},
+        "orientation": "served outputs are the mean of the logits over the 8 flips and rotations by 90 "
+        "degrees of the input (model.network.orientation_averaged); model.h5 holds the single-view network",
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -67,8 +69,13 @@ def write_metadata(metadata: dict, model_dir: Path) -> Path:
 
 
 def load_keras_model(model_dir: Path = config.MODEL_DIR) -> keras.Model:
-    """Load the trained `.h5` model (its custom layers are registered by importing model.network)."""
+    """Load the trained single-view `.h5` model (model.network registers its custom layers)."""
     return keras.models.load_model(Path(model_dir) / config.MODEL_H5_FILE, compile=False)
+
+
+def load_served_keras_model(model_dir: Path = config.MODEL_DIR) -> keras.Model:
+    """The `.h5` model as it is served: probabilities averaged over the 8 orientations."""
+    return network.orientation_averaged(load_keras_model(model_dir))
 
 
 def _jsonable(value):

@@ -148,16 +148,92 @@ def logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
 
 
+@keras.saving.register_keras_serializable(package="skin_lesion")
+class DihedralViews(layers.Layer):
+    """The 8 symmetries of the square (4 rotations by 90 degrees, each also mirrored), stacked.
+
+    (B, H, W, C) -> (8B, H, W, C), view-major. A dermoscopic lesion has no up or down, so a
+    prediction should not change when the photo is turned; averaging over all 8 views makes the
+    served prediction exactly the same for each of them (H must equal W).
+    """
+
+    def call(self, x):
+        return ops.concatenate([dihedral(x, view) for view in range(8)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="skin_lesion")
+class DihedralMean(layers.Layer):
+    """The mean over the 8 views of DihedralViews; spatial maps are turned back before averaging."""
+
+    def __init__(self, spatial: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.spatial = spatial
+
+    def call(self, x):
+        views = ops.split(x, 8, axis=0)
+        if self.spatial:
+            views = [dihedral_inverse(v, view) for view, v in enumerate(views)]
+        return ops.mean(ops.stack(views, axis=0), axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "spatial": self.spatial}
+
+
+def dihedral(x, view: int):
+    """View 0..7 of a (B, H, W, C) batch: rotate by 90 degrees view % 4 times, mirror if view >= 4."""
+    for _ in range(view % 4):
+        x = ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=1)  # np.rot90 on the (H, W) axes
+    return ops.flip(x, axis=2) if view >= 4 else x
+
+
+def dihedral_inverse(x, view: int):
+    """Undo `dihedral(x, view)`."""
+    if view >= 4:
+        x = ops.flip(x, axis=2)
+    for _ in range(view % 4):
+        x = ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)  # rotate back by 90 degrees
+    return x
+
+
+def orientation_averaged(model: keras.Model, with_class_maps: bool = False) -> keras.Model:
+    """The served prediction: logits averaged over the 8 views, then the model's temperature and softmax.
+
+    Averaging logits (not probabilities) keeps the class maps exact: the spatial mean of the
+    averaged maps is the averaged logits. with_class_maps adds the maps as a second output.
+    """
+    size = model.input_shape[1:3]
+    inputs = keras.Input(shape=(*size, 3), name="image")
+    outputs = [model.get_layer(LOGITS_LAYER).output]
+    if with_class_maps:
+        outputs.append(model.get_layer(LOGITS_LAYER)(model.get_layer(FEATURES_LAYER).output))
+    single_view = keras.Model(model.inputs, outputs, name="single_view")
+    per_view = single_view(DihedralViews(name="views")(inputs))
+    per_view = per_view if isinstance(per_view, (list, tuple)) else [per_view]
+    logits = DihedralMean(name="mean_logits")(per_view[0])
+    scale = model.get_layer(TEMPERATURE_LAYER).scale
+    scaled = layers.Rescaling(scale, name=TEMPERATURE_LAYER)(logits)
+    probabilities = layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(scaled)
+    if not with_class_maps:
+        return keras.Model(inputs, probabilities, name="skin_lesion_cnn_d8")
+    class_maps = DihedralMean(spatial=True, name="mean_class_maps")(per_view[1])
+    return keras.Model(inputs, [probabilities, class_maps], name="skin_lesion_serving")
+
+
+def averaged_logits_model(model: keras.Model) -> keras.Model:
+    """The uncalibrated logits averaged over the 8 orientations (for fitting the temperature)."""
+    averaged = orientation_averaged(model)
+    return keras.Model(averaged.inputs, averaged.get_layer("mean_logits").output)
+
+
 def serving_model(model: keras.Model) -> keras.Model:
     """Two outputs for serving: probabilities and per-class activation maps (logits at input / 16).
 
-    Global average pooling followed by a dense layer is linear, so applying the dense layer to every
-    position of the feature map gives maps whose spatial mean is exactly the logits: the class
-    activation map (Zhou et al. 2016) costs one small matmul and needs no gradient at serving time.
+    Both are averaged over the 8 orientations (orientation_averaged). Global average pooling
+    followed by a dense layer is linear, so applying the dense layer to every position of the
+    feature map gives maps whose spatial mean is exactly the logits: the class activation map
+    (Zhou et al. 2016) costs one small matmul and needs no gradient at serving time.
     """
-    features = model.get_layer(FEATURES_LAYER).output
-    class_maps = model.get_layer(LOGITS_LAYER)(features)
-    return keras.Model(model.inputs, [model.output, class_maps], name="skin_lesion_serving")
+    return orientation_averaged(model, with_class_maps=True)
 
 
 def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):

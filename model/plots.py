@@ -37,14 +37,16 @@ def training_curves(history: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, path: Path, title: str) -> Path:
+def confusion_matrix(
+    labels: np.ndarray, predicted: np.ndarray, path: Path, title: str, names=config.CLASS_NAMES
+) -> Path:
     """Row-normalised confusion matrix with counts."""
     fig, ax = plt.subplots(figsize=(8.5, 7.5))
     ConfusionMatrixDisplay.from_predictions(
         labels,
         predicted,
-        labels=range(config.NUM_CLASSES),
-        display_labels=config.CLASS_NAMES,
+        labels=range(len(names)),
+        display_labels=list(names),
         xticks_rotation=45,
         ax=ax,
         colorbar=False,
@@ -54,10 +56,12 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, path: Path, titl
     return save_figure(fig, path)
 
 
-def roc_curves(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> Path:
+def roc_curves(
+    labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str, names=config.CLASS_NAMES
+) -> Path:
     """One-vs-rest ROC curve of every class present in labels."""
     fig, ax = plt.subplots(figsize=(7, 6.5))
-    for index, name in enumerate(config.CLASS_NAMES):
+    for index, name in enumerate(names):
         positives = labels == index
         if positives.any() and not positives.all():
             RocCurveDisplay.from_predictions(positives, probabilities[:, index], name=name, ax=ax)
