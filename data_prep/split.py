@@ -164,7 +164,9 @@ def _ham_test(ham_rows: pd.DataFrame, isic_test: pd.DataFrame, fraction: float, 
     candidates = ham_rows[~ham_rows.lesion_id.isin(set(isic_test.lesion_id.dropna()))].reset_index(drop=True)
     if candidates.empty or fraction <= 0:
         return candidates.assign(subset="ham_test", resolution="HAM10000 dx")
-    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    folds = StratifiedGroupKFold(
+        n_splits=_fold_count(fraction, candidates.dx), shuffle=True, random_state=seed
+    )
     _, test_index = next(folds.split(candidates, candidates.dx, candidates.lesion_id))
     return candidates.iloc[test_index].assign(subset="ham_test", resolution="HAM10000 dx")
 
@@ -189,9 +191,16 @@ def _remove_leakage(pool: pd.DataFrame, tests: dict[str, pd.DataFrame]) -> tuple
 def _assign_validation(pool: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
     pool = pool.reset_index(drop=True)
     groups = lesion_groups(pool)
-    n_splits = max(2, round(1 / val_fraction))
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    folds = StratifiedGroupKFold(
+        n_splits=_fold_count(val_fraction, pool.label), shuffle=True, random_state=seed
+    )
     _, val_index = next(folds.split(pool, pool.label, groups))
     subset = pd.Series("train", index=pool.index)
     subset[val_index] = "val"
     return pool.assign(subset=subset)
+
+
+def _fold_count(fraction: float, strata: pd.Series) -> int:
+    # One fold of round(1 / fraction) is the held-out share; a tiny set (tests) cannot have more
+    # folds than its largest stratum has members.
+    return max(2, min(round(1 / fraction), int(strata.value_counts().max())))

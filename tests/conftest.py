@@ -38,6 +38,8 @@ def real_prepared(tmp_path_factory) -> Path:
         str(data_dir),
         "--ham-metadata",
         str(config.HAM_METADATA_PATH),
+        "--ham-dir",
+        str(config.HAM_IMAGES_DIR),
         "--work-dir",
         str(work),
     ]
@@ -110,11 +112,41 @@ def synthetic_dataset(tmp_path_factory) -> dict:
     ham_rows.append({"lesion_id": "HAM_2", "image_id": files["Test/vascular lesion"][1].stem, "dx": "vasc"})
     # A nevus-folder picture that HAM calls bcc: contradicted, and not settleable within its folders.
     ham_rows.append({"lesion_id": "HAM_3", "image_id": nevus[3].stem, "dx": "bcc"})
+    ham_dir, ham_only = _synthetic_ham(root.parent / "ham10000", rng, files, ham_rows)
     ham_path = root.parent / "HAM10000_metadata.csv"
     pd.DataFrame(ham_rows).assign(dx_type="histo", age=50, sex="male", localization="back").to_csv(
         ham_path, index=False
     )
-    return {"root": root, "ham": ham_path, "files": files, "planted": planted}
+    return {
+        "root": root,
+        "ham": ham_path,
+        "ham_dir": ham_dir,
+        "ham_only": ham_only,
+        "files": files,
+        "planted": planted,
+    }
+
+
+# HAM10000-only lesions of the synthetic second source: dx -> images per lesion, one list entry a lesion.
+SYNTHETIC_HAM_LESIONS = {"nv": [3, 1], "mel": [1, 1], "bkl": [1, 1], "bcc": [1, 1], "df": [1], "vasc": [1]}
+
+
+def _synthetic_ham(ham_dir: Path, rng, files: dict, ham_rows: list[dict]) -> tuple[Path, dict]:
+    """A HAM10000-style folder: two pictures isic9 also holds (at another size), lesions only it holds
+    (one nevus photographed three times), and one akiec picture that no single class fits."""
+    ham_dir.mkdir(parents=True)
+    for shared in (files["Train/actinic keratosis"][0], files["Train/vascular lesion"][1]):
+        Image.open(shared).resize((50, 38)).save(ham_dir / shared.name, quality=95)
+    ham_only: dict[str, list[str]] = {}
+    counter = iter(range(300000, 400000))
+    lesions = [(dx, n) for dx, sizes in SYNTHETIC_HAM_LESIONS.items() for n in sizes] + [("akiec", 1)]
+    for index, (dx, images) in enumerate(lesions):
+        for _ in range(images):
+            image_id = f"ISIC_{next(counter):07d}"
+            _lesion_image(rng, 50).save(ham_dir / f"{image_id}.jpg", quality=95)
+            ham_rows.append({"lesion_id": f"HAM_L{index}", "image_id": image_id, "dx": dx})
+            ham_only.setdefault(f"HAM_L{index}", []).append(image_id)
+    return ham_dir, ham_only
 
 
 @pytest.fixture(scope="session")
@@ -128,12 +160,16 @@ def synthetic_prepared(synthetic_dataset, tmp_path_factory) -> Path:
         str(synthetic_dataset["root"]),
         "--ham-metadata",
         str(synthetic_dataset["ham"]),
+        "--ham-dir",
+        str(synthetic_dataset["ham_dir"]),
         "--work-dir",
         str(work),
         "--target-per-class",
         "12",
         "--val-fraction",
         "0.25",
+        "--ham-test-fraction",
+        "0.34",
     ]
     assert main(["all", *args]) == 0
     return work

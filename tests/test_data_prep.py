@@ -79,7 +79,7 @@ def test_audit_finds_every_planted_defect(synthetic_prepared):
 
 def test_split_resolves_conflicts_by_written_policy(synthetic_dataset, synthetic_prepared):
     table = pd.read_csv(synthetic_prepared / config.SPLIT_FILE)
-    pool = table[table.subset != "test"]
+    pool = table[~table.subset.isin(["test", "ham_test"])]
     planted = synthetic_dataset["planted"]
     manifest = _manifest(synthetic_prepared)
     hash_of = dict(zip(manifest.path, manifest.pixel_hash))
@@ -99,8 +99,8 @@ def test_split_resolves_conflicts_by_written_policy(synthetic_dataset, synthetic
 
 def test_split_drop_policy_drops_unsettled_conflicts(synthetic_prepared):
     manifest = _manifest(synthetic_prepared)
-    ham = audit.load_ham_metadata(None)
-    _, summary = split.make_split(manifest, ham, conflicts="drop")
+    isic_only = manifest[manifest.source == config.ISIC9_SOURCE].drop(columns=["lesion_id", "dx"])
+    _, summary = split.make_split(isic_only, audit.load_ham_metadata(None), conflicts="drop")
     assert summary["dropped"]["unsettled label conflict"] == 2  # without HAM neither is settled
 
 
@@ -145,14 +145,60 @@ def test_figures_are_written(synthetic_prepared):
         assert (synthetic_prepared / "figures" / name).stat().st_size > 5000
 
 
+def test_two_sources_are_one_manifest_and_audited_together(synthetic_dataset, synthetic_prepared):
+    manifest = _manifest(synthetic_prepared)
+    assert set(manifest.source) == {config.ISIC9_SOURCE, config.HAM_SOURCE}
+    assert list(manifest.columns) == ingest.MANIFEST_COLUMNS
+    ham_only = sum(len(images) for images in synthetic_dataset["ham_only"].values())
+    assert (manifest.source == config.HAM_SOURCE).sum() == ham_only + 2
+    sources = json.loads((synthetic_prepared / config.AUDIT_JSON_FILE).read_text())["sources"]
+    assert sources["ham_pictures_in_isic9"] == 2
+    assert sources["ham_by_dx"]["nv"] == 4
+    assert "Label policy for HAM10000 pictures" in (synthetic_prepared / config.AUDIT_MD_FILE).read_text()
+
+
+def test_a_picture_of_both_sources_is_one_image(synthetic_prepared):
+    table = pd.read_csv(synthetic_prepared / config.SPLIT_FILE)
+    assert table.image_id.is_unique  # the isic9 copy or the HAM10000 copy, never both
+    manifest = _manifest(synthetic_prepared)
+    shared = set(manifest[manifest.source == config.HAM_SOURCE].image_id) & set(
+        manifest[manifest.source == config.ISIC9_SOURCE].image_id
+    )
+    assert len(shared) == 2
+    in_pool = table[table.image_id.isin(shared) & ~table.subset.isin(["ham_test"])]
+    assert (in_pool.source == config.ISIC9_SOURCE).all()
+
+
+def test_lesion_photographed_several_times_stays_on_one_side(synthetic_dataset, synthetic_prepared):
+    table = pd.read_csv(synthetic_prepared / config.SPLIT_FILE)
+    for lesion, images in synthetic_dataset["ham_only"].items():
+        subsets = set(table[table.image_id.isin(images)].subset)
+        assert len(subsets) <= 1, (lesion, subsets)
+    several = next(images for images in synthetic_dataset["ham_only"].values() if len(images) == 3)
+    assert table.image_id.isin(several).sum() == 3
+
+
+def test_ham_test_is_held_out_by_dx_and_akiec_is_never_trained(synthetic_prepared):
+    table = pd.read_csv(synthetic_prepared / config.SPLIT_FILE)
+    ham_test = table[table.subset == "ham_test"]
+    assert len(ham_test) and (ham_test.source == config.HAM_SOURCE).all()
+    assert set(ham_test.dx) <= set(config.HAM_DX_CODES)
+    pool = table[table.subset.isin(["train", "val"])]
+    assert "akiec" not in set(pool[pool.source == config.HAM_SOURCE].dx)
+    assert set(pool.label) <= set(config.CLASS_NAMES)
+    info = json.loads((synthetic_prepared / config.SPLIT_INFO_FILE).read_text())
+    assert info["policy"]["ham_dx_training_label"] == config.HAM_DX_TRAINING_LABEL
+
+
 def _assert_leak_free(table: pd.DataFrame) -> None:
-    train = table[table.subset == "train"]
-    held_out = table[table.subset.isin(["val", "test"])]
-    assert not set(train.pixel_hash) & set(held_out.pixel_hash)
-    assert not set(train.lesion_id.dropna()) & set(held_out.lesion_id.dropna())
-    val, test = table[table.subset == "val"], table[table.subset == "test"]
-    assert not set(val.pixel_hash) & set(test.pixel_hash)
-    assert not set(val.lesion_id.dropna()) & set(test.lesion_id.dropna())
+    """No picture (image id or pixel hash) or lesion of a held-out subset in train, nor of a test in val."""
+    for fitted, held_out in ((["train"], ["val", "test", "ham_test"]), (["val"], ["test", "ham_test"])):
+        a, b = table[table.subset.isin(fitted)], table[table.subset.isin(held_out)]
+        assert not set(a.pixel_hash) & set(b.pixel_hash)
+        assert not set(a.image_id) & set(b.image_id)
+        assert not set(a.lesion_id.dropna()) & set(b.lesion_id.dropna())
+    test, ham_test = table[table.subset == "test"], table[table.subset == "ham_test"]
+    assert not set(test.lesion_id.dropna()) & set(ham_test.lesion_id.dropna())
 
 
 def _assert_augmented_from_train_only(table: pd.DataFrame, augmented: pd.DataFrame) -> None:

@@ -32,6 +32,8 @@ def test_notebook_quick_run(tmp_path):
     )
     metadata = json.loads((out_dir / config.METADATA_FILE).read_text())
     assert metadata["metrics"]["test"]["images"] == 118
+    if config.HAM_IMAGES_DIR.is_dir():
+        assert metadata["metrics"]["ham_test"]["label_level"] == "HAM10000 dx"
     assert (out_dir / config.MODEL_TFLITE_FILE).is_file()
     after = hashlib.sha256(committed.read_bytes()).hexdigest() if committed.is_file() else None
     assert after == before  # a quick run never overwrites the committed model
