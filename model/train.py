@@ -256,9 +256,10 @@ def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
     The figures are scored now, on validation only, with the chosen run's own model.
     """
     from model import evaluate
-    from model.export import load_keras_model
+    from model.export import load_served_keras_model
 
-    _, _, validation = evaluate.validation_results(load_keras_model(run_dir), work_dir)
+    # The served prediction (8 orientations averaged), like every figure of model.evaluate.
+    _, _, validation = evaluate.validation_results(load_served_keras_model(run_dir), work_dir)
     training = json.loads((run_dir / config.METADATA_FILE).read_text())["training"]
     return {
         "run": run_dir.name,
