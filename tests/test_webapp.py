@@ -357,3 +357,25 @@ def test_about_page_says_whose_validation_figures_a_refit_shows(tiny_model_dir, 
     assert "<th>validation (run U2)</th>" in html and "final fit of run U2" in html
     plain = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model_dir)}).test_client()
     assert "final fit" not in plain.get("/about").get_data(as_text=True)
+
+
+def test_about_page_renders_the_metrics_of_both_test_sets(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from markupsafe import escape
+
+    from model.model_card import LIMITATIONS
+    from tests.metrics_examples import two_test_sets_metrics
+    from webapp import create_app
+
+    model_dir = tmp_path / "two_tests"
+    shutil.copytree(tiny_model_dir, model_dir)
+    metadata = json.loads((model_dir / config.METADATA_FILE).read_text())
+    metadata["metrics"] = two_test_sets_metrics()  # the schema model.evaluate writes
+    (model_dir / config.METADATA_FILE).write_text(json.dumps(metadata))
+    response = create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client().get("/about")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "official Test" in html and "0.600" in html  # isic9 Test accuracy
+    assert all(str(escape(line)) in html for line in LIMITATIONS)
