@@ -335,6 +335,8 @@ def test_model_card_shows_both_test_sets_and_which_floors_are_met():
     from tests.metrics_examples import two_test_sets_metrics
 
     metrics = two_test_sets_metrics()
+    early = {"images": 40, "accuracy": 0.45, "melanomas": 8, "melanoma_recall": 0.25}
+    metrics["test"]["by_source"]["ISIC archive, early ids"] = early
     card = render(_card_metadata(metrics), "# Data audit\n\n## Sources\n\naudited")
     # Met and missed follow the figures: a floor reached exactly is met; calibration error is a ceiling.
     expected_rows = [
@@ -361,6 +363,8 @@ def test_model_card_shows_both_test_sets_and_which_floors_are_met():
     assert "Floor missed on the HAM10000 held-out test: accuracy 0.700, the bar is at least 0.78." in card
     assert "Floor missed on the HAM10000 held-out test: expected calibration error" not in card
     assert "Recall below 50% on the isic9 official Test: seborrheic keratosis 0.00" in card
+    assert "accuracy ranges from 0.45 (ISIC archive, early ids, 40 images) to 0.60 (HAM10000, 118" in card
+    assert "On the HAM10000 held-out test, accuracy ranges" not in card  # one source only
     # The data: both sources, the dx policy, the subsets by class and by source.
     assert "| akiec | not trained on (dx names no single class) |" in card
     assert "| bkl | pigmented benign keratosis |" in card
