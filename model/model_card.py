@@ -107,8 +107,8 @@ isic9 Test split its melanoma probability separated melanomas from nevi at ROC A
 
 This model is trained on isic9 plus all of HAM10000 (outside the test sets), so melanomas and nevi
 (HAM10000 holds 1,113 and 6,705) now also come from the same HAM10000 clinics and cameras as the
-other classes: the source no longer tells a melanoma or a nevus from the rest. The loss weights even
-out (source, class) cells; the served prediction averages the 8 flips and rotations by 90 degrees of
+other classes: "looks like HAM10000" no longer means "not a melanoma or nevus". The loss weights
+even out (source, class) cells; the served prediction averages the 8 flips and rotations by 90 degrees of
 the photo, so turning it cannot change the answer; and a second test set, held-out HAM10000 lesions,
 is reported beside isic9 Test."""
 
