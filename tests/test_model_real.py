@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model import config
-from model.model_card import FLOORS, meets_floor
+from model.model_card import TEST_FLOORS
 
 pytestmark = pytest.mark.integration
 
@@ -27,27 +27,19 @@ def test_images():
 @pytest.fixture(scope="module")
 def keras_probabilities(committed_model_dir, test_images):
     from model.evaluate import predict_files
-    from model.export import load_served_keras_model
+    from model.export import load_keras_model
 
-    # The served prediction (8 orientations averaged), which the LiteRT export must reproduce.
-    return predict_files(load_served_keras_model(committed_model_dir), test_images)
+    return predict_files(load_keras_model(committed_model_dir), test_images)
 
 
-def test_committed_model_meets_the_floors_on_official_test(
-    committed_model_dir, keras_probabilities, test_images
-):
+def test_committed_model_meets_the_floors_on_official_test(keras_probabilities, test_images):
     from model.data import label_indices
-    from model.evaluate import headline_metrics, orientation_agreement
-    from model.export import load_served_keras_model
-    from model.preprocessing import load_image_files
+    from model.evaluate import headline_metrics
 
     labels = label_indices([p.parent.name for p in test_images])
     metrics = headline_metrics(keras_probabilities, labels, threshold=0.5)
-    metrics["orientation_agreement"] = orientation_agreement(
-        load_served_keras_model(committed_model_dir), load_image_files(test_images)
-    )
-    for name, floor in FLOORS["test"].items():
-        assert meets_floor(name, metrics[name], floor), f"{name} {metrics[name]:.3f} misses {floor}"
+    for name, floor in TEST_FLOORS.items():
+        assert metrics[name] >= floor, f"{name} {metrics[name]:.3f} < {floor}"
 
 
 def test_litert_export_matches_h5_on_real_test_images(committed_model_dir, keras_probabilities, test_images):
