@@ -15,16 +15,6 @@ from model.preprocessing import load_image_file
 CONTRAST_DELTA = 0.2
 BRIGHTNESS_DELTA = 0.15
 CHANNEL_GAIN_DELTA = 0.1
-# Random vignettes: circle radius in half-widths of the frame (its corners lie at 1.41), how far
-# the centre wanders, and how dark the outside gets (fraction of the original brightness).
-VIGNETTE_RADIUS = (0.85, 1.25)
-VIGNETTE_CENTRE_SHIFT = 0.1
-VIGNETTE_OUTSIDE = (0.0, 0.2)
-# Resolution jitter: the smallest share of the side length a degraded batch is resampled through.
-RESOLUTION_MIN_SCALE = 0.5
-# Frame swaps: the width of the swapped border in shares of the side, and of its soft seam.
-FRAME_WIDTH = (0.06, 0.16)
-FRAME_SEAM = 0.02
 
 
 # The acquisition sources of `image_sources`.
@@ -137,110 +127,6 @@ def photometric_jitter(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(images * scale + offset, 0.0, 255.0)
 
 
-def random_vignette(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
-    """Darken the outside of a random circle in a random share (probability) of a batch of images.
-
-    Many ISIC Archive pictures show the dark round field stop of the dermatoscope and no HAM10000
-    picture does, so a vignette says "archive, hence melanoma, nevus or seborrheic keratosis".
-    Giving every class vignettes takes that cue away.
-    """
-    apply_seed, radius_seed, centre_seed, outside_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 4)
-    )
-    shape = tf.shape(images)
-    batch = shape[0]
-    rows = tf.reshape(tf.linspace(-1.0, 1.0, shape[1]), (1, -1, 1, 1))
-    cols = tf.reshape(tf.linspace(-1.0, 1.0, shape[2]), (1, 1, -1, 1))
-    centre = tf.random.stateless_uniform(
-        (batch, 1, 1, 2), centre_seed, -VIGNETTE_CENTRE_SHIFT, VIGNETTE_CENTRE_SHIFT
-    )
-    distance = tf.sqrt((rows - centre[..., :1]) ** 2 + (cols - centre[..., 1:]) ** 2)
-    radius = tf.random.stateless_uniform((batch, 1, 1, 1), radius_seed, *VIGNETTE_RADIUS)
-    outside = tf.random.stateless_uniform((batch, 1, 1, 1), outside_seed, *VIGNETTE_OUTSIDE)
-    # A soft edge (a tenth of the half-width) like a real field stop, not a hard step.
-    inside = tf.clip_by_value((radius - distance) / 0.1, 0.0, 1.0)
-    mask = outside + (1.0 - outside) * inside
-    applied = tf.random.stateless_uniform((batch, 1, 1, 1), apply_seed) < probability
-    return images * tf.where(applied, mask, tf.ones_like(mask))
-
-
-def random_resolution(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
-    """Resample a random share (probability) of a batch down by a random factor and back up.
-
-    The archives' pictures went through different cameras, resizing and JPEG steps, so their
-    sharpness and fine texture differ by source; blurring some of every class hides that cue.
-    """
-    scale_seed, apply_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    size = tf.shape(images)[1:3]
-    # One factor per batch: tf.image.resize takes a single output size.
-    scale = tf.random.stateless_uniform((), scale_seed, RESOLUTION_MIN_SCALE, 1.0)
-    small = tf.maximum(tf.cast(tf.cast(size, tf.float32) * scale, tf.int32), 1)
-    degraded = tf.image.resize(tf.image.resize(images, small, antialias=True), size)
-    applied = tf.random.stateless_uniform((tf.shape(images)[0], 1, 1, 1), apply_seed) < probability
-    return tf.where(applied, degraded, images)
-
-
-def random_frame_swap(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
-    """Give a random share (probability) of a batch the border of another image of the batch.
-
-    Rulers, ink marks, scale bars and field stops sit at the edge of the frame and differ between
-    archives. On validation, pasting other images' borders onto HAM10000 pictures made the committed
-    run C call about 30% of them melanoma (4% before), with later-archive and with HAM10000 borders
-    alike (`model.evaluate.frame_probe`): C reads the border, and any seam there. Borders drawn from
-    other images, hence other sources and classes, make the frame an unreliable cue; the centre is
-    kept. (Run T in the README: it stops the border reading but costs validation accuracy.)
-    """
-    apply_seed, width_seed, partner_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    images = tf.cast(images, tf.float32)
-    shape = tf.shape(images)
-    batch = shape[0]
-    # Distance of each pixel to the nearest edge, in shares of the side (0 at the edge, 0.5 centre).
-    rows = tf.reshape(tf.linspace(0.0, 1.0, shape[1]), (1, -1, 1, 1))
-    cols = tf.reshape(tf.linspace(0.0, 1.0, shape[2]), (1, 1, -1, 1))
-    to_edge = tf.minimum(tf.minimum(rows, 1.0 - rows), tf.minimum(cols, 1.0 - cols))
-    width = tf.random.stateless_uniform((batch, 1, 1, 1), width_seed, *FRAME_WIDTH)
-    keep = tf.clip_by_value((to_edge - width) / FRAME_SEAM, 0.0, 1.0)
-    applied = tf.random.stateless_uniform((batch, 1, 1, 1), apply_seed) < probability
-    keep = tf.where(applied, keep, tf.ones_like(keep))
-    partners = tf.gather(images, tf.random.experimental.stateless_shuffle(tf.range(batch), partner_seed))
-    return keep * images + (1.0 - keep) * partners
-
-
-def random_cutmix(
-    images: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor | None, seed: tf.Tensor, probability: float
-):
-    """CutMix (Yun et al. 2019): paste a random box of another image of the batch into a random share.
-
-    targets are one-hot rows; a mixed image's target (and loss weight) becomes the area-weighted
-    mix of its own and its partner's. The box's area share is uniform in 0..1 (Beta(1, 1), as in
-    the paper); boxes that cross the edge are clipped and the mix uses the area actually pasted.
-    Lesions then appear next to other lesions' skin, borders and rulers, so no part of the frame
-    reliably names the source, and the network has to use every part of the lesion.
-    """
-    apply_seed, area_seed, centre_seed, partner_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 4)
-    )
-    images = tf.cast(images, tf.float32)
-    shape = tf.shape(images)
-    batch = shape[0]
-    side = tf.sqrt(tf.random.stateless_uniform((batch, 1, 1, 1), area_seed))
-    centre = tf.random.stateless_uniform((batch, 1, 1, 2), centre_seed)
-    rows = tf.reshape(tf.linspace(0.0, 1.0, shape[1]), (1, -1, 1, 1))
-    cols = tf.reshape(tf.linspace(0.0, 1.0, shape[2]), (1, 1, -1, 1))
-    in_rows = tf.abs(rows - centre[..., :1]) <= side / 2
-    in_cols = tf.abs(cols - centre[..., 1:]) <= side / 2
-    applied = tf.random.stateless_uniform((batch, 1, 1, 1), apply_seed) < probability
-    pasted = tf.cast(in_rows & in_cols & applied, tf.float32)
-    partners = tf.random.experimental.stateless_shuffle(tf.range(batch), partner_seed)
-    images = (1.0 - pasted) * images + pasted * tf.gather(images, partners)
-    share = tf.reshape(tf.reduce_mean(pasted, axis=(1, 2, 3)), (-1, 1))  # area actually pasted
-    targets = (1.0 - share) * targets + share * tf.gather(targets, partners)
-    if weights is None:
-        return images, targets
-    share = tf.reshape(share, (-1,))
-    return images, targets, (1.0 - share) * weights + share * tf.gather(weights, partners)
-
-
 def make_dataset(
     paths,
     labels: np.ndarray,
@@ -249,21 +135,13 @@ def make_dataset(
     seed: int = config.SEED,
     weights: np.ndarray | None = None,
     crop_size: int | tf.Variable = 0,
-    vignette: float = 0.0,
-    resolution: float = 0.0,
-    frame_swap: float = 0.0,
-    cutmix: float = 0.0,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
     Training datasets are shuffled every epoch and augmented after the cache, so each epoch sees
     new variations of the decoded images. Batches are float32 pixels in 0..255, labels, and the
     per-image loss weights when weights are given. crop_size > 0 trains on random square crops
-    of that size (at the same scale, so lesions keep their apparent size); vignette is the share
-    of training images given a random dark field stop (`random_vignette`), resolution the share
-    resampled through a lower resolution (`random_resolution`), frame_swap the share given the
-    border of another image of the batch (`random_frame_swap`), cutmix the share given a box of
-    another image (`random_cutmix`; training labels are then one-hot rows, mixed by area).
+    of that size (at the same scale, so lesions keep their apparent size).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -280,40 +158,12 @@ def make_dataset(
     dataset = dataset.batch(batch_size)
     if training:
         dataset = _with_seeds(dataset, seed + 1).map(
-            lambda batch, batch_seed: (
-                _jitter(batch[0], batch_seed, vignette, resolution, frame_swap),
-                *batch[1:],
-            ),
+            lambda batch, batch_seed: (photometric_jitter(batch[0], batch_seed), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        if cutmix > 0:
-            dataset = _with_seeds(dataset, seed + 2).map(
-                lambda batch, batch_seed: _cutmix_batch(batch, batch_seed, cutmix),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
     else:
         dataset = dataset.map(lambda images, *rest: (tf.cast(images, tf.float32), *rest))
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def _jitter(
-    images: tf.Tensor, seed: tf.Tensor, vignette: float, resolution: float, frame_swap: float = 0.0
-) -> tf.Tensor:
-    if frame_swap > 0:
-        # Before the photometric jitter, so that a swapped border takes its new image's exposure.
-        images = random_frame_swap(images, tf.random.experimental.stateless_fold_in(seed, 3), frame_swap)
-    images = photometric_jitter(images, seed)
-    if resolution > 0:
-        images = random_resolution(images, tf.random.experimental.stateless_fold_in(seed, 2), resolution)
-    if vignette > 0:
-        images = random_vignette(images, tf.random.experimental.stateless_fold_in(seed, 1), vignette)
-    return images
-
-
-def _cutmix_batch(batch: tuple, seed: tf.Tensor, probability: float) -> tuple:
-    images, labels, *weights = batch
-    targets = tf.one_hot(tf.cast(labels, tf.int32), config.NUM_CLASSES)
-    return random_cutmix(images, targets, weights[0] if weights else None, seed, probability)
 
 
 def _with_seeds(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:

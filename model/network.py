@@ -46,58 +46,20 @@ class ShadesOfGrey(layers.Layer):
         return {**super().get_config(), "power": self.power}
 
 
-@keras.saving.register_keras_serializable(package="skin_lesion")
-class MixStyle(layers.Layer):
-    """MixStyle (Zhou et al., ICLR 2021): mix per-image feature statistics across the batch.
-
-    Early feature maps' channel means and standard deviations carry an image's style (camera,
-    dermatoscope, lighting) more than its content. Swapping them partly between images of the
-    batch, which mixes image sources, makes a source's style unreliable as a class cue. Only active
-    in training; at inference (and in the exports) it is the identity.
-    """
-
-    def __init__(self, probability: float = 0.5, alpha: float = 0.1, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.probability, self.alpha, self.seed = probability, alpha, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=False):
-        if not training or self.probability <= 0:
-            return x
-        batch = ops.shape(x)[0]
-        # Statistics are constants for the gradient, as in the paper: the network should not learn
-        # to steer the mixing.
-        mean = ops.stop_gradient(ops.mean(x, axis=(1, 2), keepdims=True))
-        std = ops.stop_gradient(ops.sqrt(ops.var(x, axis=(1, 2), keepdims=True) + 1e-6))
-        mix = keras.random.beta((batch, 1, 1, 1), self.alpha, self.alpha, seed=self.seed_generator)
-        partner = keras.random.shuffle(ops.arange(batch), seed=self.seed_generator)
-        mixed_mean = mix * mean + (1 - mix) * ops.take(mean, partner, axis=0)
-        mixed_std = mix * std + (1 - mix) * ops.take(std, partner, axis=0)
-        restyled = (x - mean) / std * mixed_std + mixed_mean
-        applied = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < self.probability
-        return ops.where(applied, restyled, x)
-
-    def get_config(self):
-        extra = {"probability": self.probability, "alpha": self.alpha, "seed": self.seed}
-        return {**super().get_config(), **extra}
-
-
 def build_model(
     num_classes: int = config.NUM_CLASSES,
     input_size: tuple[int | None, int | None] = config.IMAGE_SIZE,
     width: int = 32,
     dropout: float = 0.3,
     temperature: float = 1.0,
-    mixstyle: float = 0.0,
     deep_width_scale: float = 1.0,
 ) -> keras.Model:
     """Build the classifier: raw RGB in, class probabilities out. Pure: no I/O, no weights loaded.
 
     width is the channel count of the first block; each later block doubles it. temperature divides
     the logits before the softmax (fitted on validation after training to calibrate probabilities).
-    input_size (None, None) accepts any size, for training on random crops. mixstyle is the
-    probability of MixStyle after the first two blocks in training (0: no MixStyle layers).
-    deep_width_scale multiplies the channels of block3 and the features convolution.
+    input_size (None, None) accepts any size, for training on random crops. deep_width_scale
+    multiplies the channels of block3 and the features convolution.
     """
     inputs = keras.Input(shape=(*input_size, 3), name="image")
     x = ShadesOfGrey(name="colour_constancy")(inputs)
@@ -105,9 +67,7 @@ def build_model(
     # A strided stem: the 160x160 input carries more pixels than the lesion texture needs, and the
     # first full-resolution layer would otherwise cost most of the training time.
     x = _conv_bn_relu(x, width, strides=2, name="stem")
-    x = _mixstyle(x, mixstyle, name="stem_mixstyle")
     x = _block(x, width, convs=1, dropout=0.1, name="block1")  # 80 -> 40 (a 160-px input)
-    x = _mixstyle(x, mixstyle, name="block1_mixstyle")
     x = _block(x, width * 2, convs=2, dropout=0.1, name="block2")  # 40 -> 20
     # Width is cheap at the two low-resolution stages on a CPU, where the step time goes to the
     # large early maps: deep_width_scale 1.5 doubles the parameters for ~10% more step time (measured).
@@ -240,11 +200,6 @@ def _conv_bn_relu(x, filters: int, name: str, strides: int = 1):
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=name)(x)
-
-
-def _mixstyle(x, probability: float, name: str):
-    # Style lives in the shallow layers; deeper ones carry the lesion's content (Zhou et al.).
-    return MixStyle(probability, name=name)(x) if probability > 0 else x
 
 
 def _block(x, filters: int, convs: int, dropout: float, name: str):

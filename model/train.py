@@ -63,26 +63,8 @@ class TrainConfig:
     # time budget; 0 turns it off. Patience counts from the first full-size epoch.
     small_crop_size: int = 96
     small_crop_epochs: int = 12
-    # Against the source confound (0 turns each off): the probability of MixStyle after the first
-    # two blocks (model.network.MixStyle), the share of images given a random dermatoscope vignette
-    # (model.data.random_vignette), the share resampled through a lower resolution
-    # (model.data.random_resolution). None of them won on validation (README: runs E to H).
-    mixstyle: float = 0.0
-    vignette: float = 0.0
-    resolution: float = 0.0
-    # The share of training images given the border of another image of their batch
-    # (model.data.random_frame_swap): rulers and marks at the frame's edge identify the archive.
-    frame_swap: float = 0.0
-    # The share of training images given a box of another image of their batch, their target
-    # mixed by area (model.data.random_cutmix): a regulariser that also scatters source cues.
-    cutmix: float = 0.0
-    # Against seed noise (run K): keep an exponential moving average of the weights with this
-    # per-step momentum and select and save the averaged weights (0: plain weights).
-    ema: float = 0.0
     # Multiplies the channels of the two low-resolution stages (model.network.build_model).
     deep_width_scale: float = 2.0
-    # Label smoothing: the target puts this much of its mass evenly on all classes (0: hard labels).
-    label_smoothing: float = 0.0
     # The final fit of a chosen recipe: the run folder whose configuration is trained again on
     # train + validation ("" : an ordinary run that selects its epoch on validation).
     refit_of: str = ""
@@ -180,22 +162,6 @@ class CropSchedule(keras.callbacks.Callback):
         self.crop_size.assign(self.small if epoch < self.small_epochs else self.full)
 
 
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy on integer labels with label smoothing (Keras's sparse loss has no smoothing)."""
-
-    def __init__(self, smoothing: float = 0.0, **kwargs):
-        super().__init__(name="smoothed_sparse_crossentropy", **kwargs)
-        self.smoothing = smoothing
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "smoothing": self.smoothing}
-
-
 @dataclass
 class TrainResult:
     """A trained, calibrated model and what it took to make it."""
@@ -237,7 +203,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     model = training_model(settings)
     model.compile(
         optimizer=_optimizer(settings, len(train_table)),
-        loss=_loss(settings),
+        loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     max_seconds = settings.max_minutes * 60
@@ -290,9 +256,10 @@ def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
     The figures are scored now, on validation only, with the chosen run's own model.
     """
     from model import evaluate
-    from model.export import load_keras_model
+    from model.export import load_served_keras_model
 
-    _, _, validation = evaluate.validation_results(load_keras_model(run_dir), work_dir)
+    # The served prediction (8 orientations averaged), like every figure of model.evaluate.
+    _, _, validation = evaluate.validation_results(load_served_keras_model(run_dir), work_dir)
     training = json.loads((run_dir / config.METADATA_FILE).read_text())["training"]
     return {
         "run": run_dir.name,
@@ -331,10 +298,6 @@ def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=N
         seed=settings.seed,
         weights=weights,
         crop_size=settings.crop_size if crop_size is None else crop_size,
-        vignette=settings.vignette,
-        resolution=settings.resolution,
-        frame_swap=settings.frame_swap,
-        cutmix=settings.cutmix,
     )
 
 
@@ -345,7 +308,6 @@ def training_model(settings: TrainConfig) -> keras.Model:
         input_size=input_size,
         width=settings.width,
         dropout=settings.dropout,
-        mixstyle=settings.mixstyle,
         deep_width_scale=settings.deep_width_scale,
     )
 
@@ -396,15 +358,11 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
 def fit_callbacks(
     settings: TrainConfig, selection: TimeBudget, crop_size=None
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks of a run, in order: the crop schedule and EMA swap (if any), then the selection."""
+    """The callbacks of a run, in order: the crop schedule (if any), then the selection."""
     callbacks = []
     if crop_size is not None and not isinstance(crop_size, int):
         small_epochs = _small_crop_epochs(settings)
         callbacks.append(CropSchedule(crop_size, settings.small_crop_size, settings.crop_size, small_epochs))
-    if settings.ema:
-        # Swapping the averaged weights in at each epoch end, before the selection scores and keeps
-        # them, makes the saved model the averaged one; the selection restores its best at the end.
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     return [*callbacks, selection]
 
 
@@ -415,20 +373,8 @@ def _small_crop_epochs(settings: TrainConfig) -> int:
     return 0
 
 
-def _loss(settings: TrainConfig) -> str | keras.losses.Loss:
-    if settings.cutmix:  # the pipeline's targets are mixed one-hot rows
-        return keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
-    # Keras's own loss when there is no smoothing, so the default run stays exactly run C's.
-    if not settings.label_smoothing:
-        return "sparse_categorical_crossentropy"
-    return SmoothedSparseCrossentropy(settings.label_smoothing)
-
-
 def _optimizer(settings: TrainConfig, train_images: int) -> keras.optimizers.AdamW:
-    schedule = _schedule(settings, train_images)
-    if not settings.ema:
-        return keras.optimizers.AdamW(schedule, settings.weight_decay)
-    return keras.optimizers.AdamW(schedule, settings.weight_decay, use_ema=True, ema_momentum=settings.ema)
+    return keras.optimizers.AdamW(_schedule(settings, train_images), settings.weight_decay)
 
 
 def _schedule(settings: TrainConfig, train_images: int) -> keras.optimizers.schedules.CosineDecay:

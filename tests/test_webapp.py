@@ -190,17 +190,32 @@ def test_valid_images_of_every_kind_are_classified(client, kind):
     assert "top-class" in response.get_data(as_text=True)  # the page shows the result
 
 
-def test_exif_rotated_photo_is_classified_upright(client):
-    upright = _lesion((120, 180), seed=3)
-    # Stored rotated; EXIF orientation 6 says "rotate 90 degrees clockwise to view".
+def test_exif_rotated_photo_is_read_upright(client):
+    import base64
+
+    upright = _lesion((120, 180), seed=3)  # portrait
+    # Stored rotated (landscape); EXIF orientation 6 says "rotate 90 degrees clockwise to view".
     stored = upright.transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
-    rotated = _post(client, _encode(stored, "JPEG", quality=100, exif=exif)).json
-    plain = _post(client, _encode(upright, "JPEG", quality=100)).json
-    wrong = _post(client, _encode(stored, "JPEG", quality=100)).json
-    diff = lambda a, b: max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in config.CLASS_NAMES)  # noqa: E731
-    assert diff(rotated, plain) < diff(wrong, plain)
+
+    def predict(content: bytes) -> tuple[dict, tuple[int, int]]:
+        body = client.post(
+            "/api/v1/predict?heatmap=true",
+            data={"image": (io.BytesIO(content), "photo.jpg")},
+            content_type="multipart/form-data",
+        ).json
+        return body, Image.open(io.BytesIO(base64.b64decode(body["heatmap_png_base64"]))).size
+
+    rotated, rotated_size = predict(_encode(stored, "JPEG", quality=100, exif=exif))
+    plain, plain_size = predict(_encode(upright, "JPEG", quality=100))
+    _, ignored_size = predict(_encode(stored, "JPEG", quality=100))
+    # The heat map is drawn on the photo as it is meant to be seen: upright, like the plain upload.
+    assert rotated_size == plain_size and rotated_size[0] < rotated_size[1]
+    assert ignored_size[0] > ignored_size[1]  # without the EXIF tag the photo stays landscape
+    # The served prediction averages the 8 flips/rotations, so it is the same either way.
+    for name in config.CLASS_NAMES:
+        assert abs(rotated["probabilities"][name] - plain["probabilities"][name]) < 1e-4
 
 
 def test_16bit_png_is_scaled_not_clipped():
@@ -357,3 +372,25 @@ def test_about_page_says_whose_validation_figures_a_refit_shows(tiny_model_dir, 
     assert "<th>validation (run U2)</th>" in html and "final fit of run U2" in html
     plain = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model_dir)}).test_client()
     assert "final fit" not in plain.get("/about").get_data(as_text=True)
+
+
+def test_about_page_renders_the_metrics_of_both_test_sets(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from markupsafe import escape
+
+    from model.model_card import LIMITATIONS
+    from tests.metrics_examples import two_test_sets_metrics
+    from webapp import create_app
+
+    model_dir = tmp_path / "two_tests"
+    shutil.copytree(tiny_model_dir, model_dir)
+    metadata = json.loads((model_dir / config.METADATA_FILE).read_text())
+    metadata["metrics"] = two_test_sets_metrics()  # the schema model.evaluate writes
+    (model_dir / config.METADATA_FILE).write_text(json.dumps(metadata))
+    response = create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client().get("/about")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "official Test" in html and "0.600" in html  # isic9 Test accuracy
+    assert all(str(escape(line)) in html for line in LIMITATIONS)
