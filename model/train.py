@@ -36,9 +36,8 @@ log = logging.getLogger("model.train")
 class TrainConfig:
     """Everything that decides a training run; saved into the model's metadata."""
 
-    # The defaults are run Z1, the committed model: 38 epochs end inside max_minutes on 2 cores
-    # (12 min measured on the 2026-11-23 machine; about 25 min estimated for the slower one of runs
-    # A to Y, from the compute of run U2).
+    # The defaults are the committed recipe (docs/EXPERIMENTS.md): 12 epochs on 96-px crops, then
+    # 14 on 140-px crops, end inside max_minutes on 2 CPU cores.
     epochs: int = 26
     batch_size: int = 32
     width: int = 16
