@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,13 @@ def init_app(app: Flask) -> None:
         return error_response(error.code or 500, message)
 
     @app.errorhandler(TimeoutError)
-    def handle_stalled_client(error: TimeoutError):
-        # The client stopped sending its upload (webapp.worker sets a read timeout on each connection).
-        return error_response(408, MESSAGES[408])
+    @app.errorhandler(ClientDisconnected)
+    def handle_stalled_client(error: Exception):
+        # The client stopped sending its upload: webapp.worker sets a read timeout on each
+        # connection, and Werkzeug reports the timed-out read as a disconnection.
+        if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+            return error_response(408, MESSAGES[408])
+        return error_response(400, "The upload ended before it was complete. Please try again.")
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
