@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench import hostile
 from bench.loopback import gunicorn_server, rss_mb, run_load, worker_pids
 from model import config
 from model.preprocessing import load_image_files
@@ -31,6 +32,9 @@ BUDGETS = {
     "rss_mb": 200.0,
     "rss_growth_pct": 10.0,
     "cold_start_s": 5.0,
+    "upload_peak_rise_mb": 100.0,
+    "four_uploads_server_mb": 512.0,
+    "slow_clients_within_1s": 0.95,
 }
 DOC = config.PROJECT_ROOT / "docs" / "PERFORMANCE.md"
 
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "runtime": runtime_table(),
         "end_to_end": end_to_end(small, phone, args.requests),
         "memory": memory(small, args.memory_requests),
+        "hostile": hostile_clients(small),
         "training": training(),
     }
     report = render(sections, args)
@@ -176,6 +181,23 @@ def memory(small, requests: int) -> dict:
     return out
 
 
+def hostile_clients(small) -> dict:
+    """Worst-case memory per upload, four at once, and predictions beside 16 slow clients."""
+    worst, bombs = hostile.build(hostile.WORST_CASES), hostile.build(hostile.BOMBS)
+    no_recycling = {"GUNICORN_MAX_REQUESTS": "0"}
+    with gunicorn_server(config.MODEL_DIR, workers=1, extra_env=no_recycling) as (base, process):
+        run_load(base, small, 2, total=20)
+        worker = worker_pids(process.pid)[0]
+        rises = hostile.peak_rise_per_upload(base, worker, {**worst, **bombs})
+        after = rss_mb(worker)
+    with gunicorn_server(config.MODEL_DIR, workers=2) as (base, process):
+        run_load(base, small, 4, total=40)
+        four = hostile.concurrent_peak_pss(base, process.pid, sorted(worst.values(), key=len)[-4:])
+        slow = hostile.slow_client_figures(base, small, slow=16, seconds=15)
+    sizes = {name: len(data) for name, data in {**worst, **bombs}.items()}
+    return {"rises": rises, "sizes": sizes, "worker_after_mb": after, "four_at_once_mb": four, "slow": slow}
+
+
 # --- Training --------------------------------------------------------------------------------------
 def training() -> dict | None:
     """Images per second of the tf.data input pipeline and of a training step, as `model.train` runs them."""
@@ -246,6 +268,33 @@ def budgets(sections: dict) -> list[tuple[str, str, str, bool]]:
         ),
         (f"memory growth over {mem['requests']:,} requests", f"{growth:+.1f}%", "< 10%", growth < 10),
         ("cold start to /readyz 200", f"{ours['cold_start_s']:.2f} s", "< 5 s", ours["cold_start_s"] < 5),
+        *hostile_budgets(sections["hostile"]),
+    ]
+
+
+def hostile_budgets(figures: dict) -> list[tuple[str, str, str, bool]]:
+    """The budgets of issue 21: memory per hostile upload, four at once, slow clients."""
+    name, (_, rise) = max(figures["rises"].items(), key=lambda item: item[1][1])
+    slow = figures["slow"]
+    return [
+        (
+            "worst-case rise of a worker's peak memory per upload",
+            f"{rise:.0f} MB ({name})",
+            f"< {BUDGETS['upload_peak_rise_mb']:.0f} MB",
+            rise < BUDGETS["upload_peak_rise_mb"],
+        ),
+        (
+            "whole server (PSS) with four worst-case uploads at once",
+            f"{figures['four_at_once_mb']:.0f} MB",
+            f"< {BUDGETS['four_uploads_server_mb']:.0f} MB",
+            figures["four_at_once_mb"] < BUDGETS["four_uploads_server_mb"],
+        ),
+        (
+            "predictions within 1 s beside 16 slow clients",
+            f"{slow.within_1s:.1%} of {slow.load.requests}, {slow.load.errors} errors",
+            ">= 95%, 0 errors",
+            slow.within_1s >= BUDGETS["slow_clients_within_1s"] and slow.load.errors == 0,
+        ),
     ]
 
 
@@ -315,6 +364,7 @@ def render(sections: dict, args) -> str:
         f"| cold start to /readyz 200 | {ours['cold_start_s']:.2f} s | {base['cold_start_s']:.2f} s | "
         f"{base['cold_start_s'] / ours['cold_start_s']:.1f}x faster |",
     ]
+    lines += render_hostile(sections["hostile"])
     train = sections["training"]
     lines += ["", "## Training (batch 32, 2 CPU cores)", ""]
     if train:
@@ -335,6 +385,35 @@ def render(sections: dict, args) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_hostile(figures: dict) -> list[str]:
+    """The Markdown section on hostile uploads and slow clients."""
+    slow = figures["slow"]
+    lines = [
+        "",
+        "## Hostile uploads and slow clients (bench/hostile.py)",
+        "",
+        "Rise of one worker's peak resident memory (VmHWM) over its resting RSS, per upload:",
+        "",
+        "| upload | bytes | status | peak rise MB |",
+        "|---|---|---|---|",
+    ]
+    for name, (status, rise) in figures["rises"].items():
+        lines.append(f"| {name} | {figures['sizes'][name]:,} | {status} | {rise:.0f} |")
+    lines += [
+        "",
+        f"The worker's RSS afterwards: {figures['worker_after_mb']:.0f} MB. Four of the largest at once on "
+        f"two workers: the whole server peaked at {figures['four_at_once_mb']:.0f} MB (PSS: shared pages "
+        "counted once, as a container limit counts them).",
+        "",
+        f"Beside 16 slow clients (8 trickling headers, 8 bodies, a byte a second), {slow.load.requests} "
+        f"predictions at concurrency 4: {slow.within_1s:.1%} within 1 s, p50 {slow.load.percentile(50):.0f} "
+        f"ms, p99 {slow.load.percentile(99):.0f} ms, {slow.load.errors} errors. A client that stalls in its "
+        f"headers was cut off after {slow.header_stall_s:.1f} s, one that stalls in its body answered 408 "
+        f"after {slow.body_stall_s:.1f} s.",
+    ]
+    return lines
 
 
 def phone_photo(jpeg: bytes) -> bytes:

@@ -8,7 +8,10 @@ BOMBS are the cases of issue 21, which must be refused before their pixels are d
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -63,3 +66,83 @@ BOMBS: dict[str, Callable[[], bytes]] = {
 def build(cases: dict[str, Callable[[], bytes]]) -> dict[str, bytes]:
     """Encode every case."""
     return {name: make() for name, make in cases.items()}
+
+
+# --- Measurements on a running server (used by the benchmark and tests/test_resilience.py) ---------
+def peak_rise_per_upload(base: str, worker: int, uploads: dict[str, bytes]) -> dict[str, tuple[int, float]]:
+    """POST each upload to a one-worker server; (status, rise of the worker's peak RSS in MB) each."""
+    from bench.loopback import peak_rss_mb, post_image, reset_peak_rss, rss_mb
+
+    rises = {}
+    for name, data in uploads.items():
+        resting = rss_mb(worker)
+        reset_peak_rss(worker)
+        status, _ = post_image(base, data, "upload.img")
+        rises[name] = (status, peak_rss_mb(worker) - resting)
+    return rises
+
+
+def concurrent_peak_pss(base: str, master: int, uploads: list[bytes], rounds: int = 2) -> float:
+    """Peak memory of the whole server (PSS, MB) while the uploads are POSTed all at once, `rounds` times."""
+    from bench.loopback import post_image, server_pss_mb
+
+    peak, done = server_pss_mb(master), threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, server_pss_mb(master))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for _ in range(rounds):
+            posts = [threading.Thread(target=post_image, args=(base, data, "x.img")) for data in uploads]
+            for thread in posts:
+                thread.start()
+            for thread in posts:
+                thread.join()
+    finally:
+        done.set()
+        sampler.join()
+    return peak
+
+
+@dataclass
+class SlowClientFigures:
+    """Normal predictions served beside slow clients, and how long stalled clients were kept."""
+
+    load: object  # bench.loopback.LoadResult
+    within_1s: float
+    header_stall_s: float
+    header_stall_answer: bytes
+    body_stall_s: float
+    body_stall_answer: bytes
+    header_trickle_cut_s: list[float]
+
+
+def slow_client_figures(base: str, uploads, slow: int = 16, seconds: float = 12) -> SlowClientFigures:
+    """Predictions at concurrency 4 for `seconds` while `slow` clients trickle (half their headers,
+    half their bodies, a byte a second), and one client stalls in its headers and one in its body."""
+    from bench.loopback import SlowClients, run_load, stalled_connection_lifetime
+
+    stalls = {}
+    stall_threads = [
+        threading.Thread(target=lambda k=kind: stalls.update({k: stalled_connection_lifetime(base, k)}))
+        for kind in ("headers", "body")
+    ]
+    with (
+        SlowClients(base, slow // 2, kind="body", seconds=seconds + 30),
+        SlowClients(base, slow - slow // 2, kind="headers", seconds=seconds + 30) as headers,
+    ):
+        for thread in stall_threads:
+            thread.start()
+        time.sleep(2)  # every slow client is connected and trickling
+        load = run_load(base, uploads, concurrency=4, seconds=seconds)
+        for thread in stall_threads:
+            thread.join()
+    within = sum(1 for ms in load.latencies_ms if ms <= 1000) / max(load.requests, 1)
+    return SlowClientFigures(
+        load, within, *stalls["headers"], *stalls["body"], header_trickle_cut_s=list(headers.cut_after)
+    )
