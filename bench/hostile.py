@@ -24,6 +24,8 @@ def _banded(width: int, height: int, mode: str, rows: int = 64) -> Image.Image:
     image = Image.fromarray(pixels)
     if mode == "I;16":
         return Image.fromarray(np.asarray(image.convert("L"), dtype=np.uint16) * 257)
+    if mode == "P":
+        return image.convert("L").convert("P")  # a grey palette: no slow quantising of 49 MP
     return image.convert(mode)
 
 
@@ -50,16 +52,24 @@ WORST_CASES: dict[str, Callable[[], bytes]] = {
     "GIF 7000x7000": lambda: _encode(_banded(7000, 7000, "P"), "GIF"),
 }
 
+# The four that raise a worker's peak memory most (docs/PERFORMANCE.md): sent at once.
+FOUR_AT_ONCE = (
+    "PNG 8-bit grey 7000x7000",
+    "PNG palette 7000x7000",
+    "PNG RGBA 2800x2100",
+    "PNG 16-bit grey 4900x4900",
+)
+
 BOMBS: dict[str, Callable[[], bytes]] = {
     "PNG 16-bit 7000x7000, blank": lambda: _encode(Image.new("I;16", (7000, 7000)), "PNG"),
     "PNG 1-bit 7000x7000, blank": lambda: _encode(Image.new("1", (7000, 7000)), "PNG"),
     "TIFF float 5000x5000": lambda: _encode(
         _banded(5000, 5000, "F"), "TIFF", compression="tiff_adobe_deflate"
     ),
-    "JPEG progressive 4:4:4 7000x7000": lambda: _encode(
-        _banded(7000, 7000, "RGB"), "JPEG", progressive=True, quality=90, subsampling=0
+    "JPEG progressive 4:4:4 4000x3000": lambda: _encode(
+        _banded(4000, 3000, "RGB"), "JPEG", progressive=True, quality=90, subsampling=0
     ),
-    "PNG RGB 7000x7000, truncated": lambda: _encode(_banded(7000, 7000, "RGB", rows=600), "PNG")[:60_000],
+    "PNG 7000x7000, truncated": lambda: _encode(_banded(7000, 7000, "L", rows=600), "PNG")[:60_000],
 }
 
 
