@@ -167,7 +167,7 @@ def test_mixed_load_has_no_5xx_and_right_answers(committed_model_dir, synthetic_
         want = expected[index]
         return all(abs(body["probabilities"][c] - want[c]) < 1e-5 for c in config.CLASS_NAMES)
 
-    seconds = float(os.environ.get("LOAD_TEST_SECONDS", "30"))
+    seconds = float(os.environ.get("LOAD_TEST_SECONDS", "20"))
     with gunicorn_server(committed_model_dir, workers=2) as (base, process):
         run_load(base, valid, 4, total=50)
         before = {pid: rss_mb(pid) for pid in worker_pids(process.pid)}
@@ -321,6 +321,24 @@ def test_slow_clients_do_not_starve_predictions_and_stalls_are_cut_off(committed
     # Clients trickling headers are cut off too, and reconnect: the keep-alive bound, plus the up to
     # two sends a client makes before it notices that the server closed the connection.
     assert figures.header_trickle_cut_s and max(figures.header_trickle_cut_s) < 5 + 2 + 1
+
+
+@pytest.mark.slow
+def test_a_trickling_upload_is_cut_off_at_the_request_deadline(committed_model_dir):
+    from bench.loopback import SlowClients, server_log
+
+    # A byte a second never trips the read timeout; the whole-request deadline (gunicorn's
+    # `timeout`, 25 s in production, 3 s here) cuts it.
+    with gunicorn_server(committed_model_dir, workers=1, extra_env={"GUNICORN_CMD_ARGS": "--timeout 3"}) as (
+        base,
+        process,
+    ):
+        with SlowClients(base, 1, kind="body", seconds=8) as trickle:
+            time.sleep(7)
+        log = server_log(process)
+    # Cut at 3 s; the client notices at one of its next two sends.
+    assert trickle.cut_after and 3 <= trickle.cut_after[0] < 3 + 2 + 1
+    assert "ran past the deadline" in log and "Traceback" not in log
 
 
 # --- A model that proves itself at boot (issue 21) ------------------------------------------------
@@ -507,11 +525,16 @@ def test_headers_on_every_answer_no_host_redirect_hsts_when_trusted(committed_mo
 @pytest.mark.slow
 def test_forwarded_proto_from_an_untrusted_peer_is_ignored_and_two_servers_coexist(committed_model_dir):
     # Loopback is not in the trusted list here; and no control socket means no shared path.
+    from bench.loopback import server_log
+
     untrusted = {"FORWARDED_ALLOW_IPS": "10.1.2.3"}
     with (
-        gunicorn_server(committed_model_dir, workers=1, extra_env=untrusted) as (first, _),
-        gunicorn_server(committed_model_dir, workers=1) as (second, _),
+        gunicorn_server(committed_model_dir, workers=1, extra_env=untrusted) as (first, first_process),
+        gunicorn_server(committed_model_dir, workers=1) as (second, second_process),
     ):
         https = _raw(first, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\r\n")
         assert b"Strict-Transport-Security" not in https and https.startswith(b"HTTP/1.1 200")
         assert _raw(second, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # gunicorn opens its control socket (when enabled) once the workers are up
+        logs = server_log(first_process) + server_log(second_process)
+    assert "Control socket" not in logs and "control socket" not in logs
