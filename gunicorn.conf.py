@@ -1,18 +1,28 @@
 """gunicorn settings for the web app (Heroku or any container host): `gunicorn -c gunicorn.conf.py`."""
 
 import os
+import sys
 
 # Heroku and most container hosts say which port to listen on in $PORT.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # One worker is ~70 MB resident (LiteRT + NumPy + Pillow + Flask; see docs/PERFORMANCE.md), so
-# two fit a 512 MB dyno with room for request buffers. Threads overlap upload reading and
-# decoding with inference.
+# two fit a 512 MB dyno with room for uploads being decoded (each bounded by MAX_DECODE_MB).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# Heroku's router gives up after 30 s; answer (or fail) well before it does.
+# gevent: a connection costs a greenlet, not a thread, so slow or stalled clients cannot take every
+# request slot; webapp.worker adds read and request deadlines (docs/README-21.md says why not a
+# proxy). Decoding and inference run one at a time per worker, as on two cores they must anyway.
+worker_class = "webapp.worker.Worker"
+# Connections one worker holds at once. Each upload being received is held in memory (at most
+# MAX_CONTENT_LENGTH), and the deadlines below free the slots of clients that stall.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "100"))
+# Heroku's router gives up after 30 s. No request may take longer than this: the worker cuts a
+# connection that is still sending its body (or not reading its answer) at this deadline.
 timeout = 25
+# On SIGTERM the listening socket closes at once (new connections are refused, so a router can
+# retry elsewhere), requests in flight finish, and the workers exit within this many seconds:
+# well inside the 30 s Heroku allows between SIGTERM and SIGKILL.
 graceful_timeout = 20
+# Also the bound on receiving a request line and headers: a client that dribbles them is cut off.
 keepalive = 5
 # Recycle workers now and then so that no slow leak can grow without bound (0 turns it off; the
 # benchmark does, to measure one worker's memory over 10,000 requests).
@@ -25,7 +35,23 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 wsgi_app = "webapp.wsgi:app"
-# Each worker loads its own classifier: a model that fails to load stops the worker from booting,
-# and gunicorn exits non-zero instead of serving a half-working site.
 preload_app = False
-forwarded_allow_ips = "*"
+# X-Forwarded-Proto (https: HSTS, secure URLs) is believed only from these peers: loopback by
+# default; heroku.yml trusts every peer, because there only Heroku's router can reach the dyno.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# gunicorn's control socket defaults to one path per user, so two servers on one host would share
+# it; nothing here uses it.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Before listening: the model must pass its checks, or the server exits with one line."""
+    from webapp import configured_model_dir
+    from webapp.classifier import EXIT_MODEL_INVALID, Classifier, ModelLoadError
+
+    try:
+        Classifier.from_model_dir(configured_model_dir())
+    except ModelLoadError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr, flush=True)
+        # os._exit: no gunicorn shutdown path runs, so no traceback follows the line.
+        os._exit(EXIT_MODEL_INVALID)

@@ -239,3 +239,112 @@ def rss_mb(pid: int) -> float:
     import psutil
 
     return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset a process's peak resident memory (VmHWM) to its current size (Linux, same user)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory in MB since start or the last reset_peak_rss (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def server_pss_mb(master_pid: int) -> float:
+    """Memory of a whole server (master + workers) in MB, each shared page counted once (PSS).
+
+    What a container's memory limit sees; the sum of RSS would count the pages that the workers
+    share with the master (libraries, the model) once per process.
+    """
+    import psutil
+
+    master = psutil.Process(master_pid)
+    processes = [master, *master.children(recursive=True)]
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+@dataclass
+class SlowClients:
+    """Clients that send a byte now and then, reconnecting when cut off, until stopped or `seconds`.
+
+    kind "body": full headers, then the body a byte at a time; "headers": the headers a byte at a
+    time. cut_after holds how long each connection lived before the server closed it.
+    """
+
+    base: str
+    count: int
+    interval: float = 1.0
+    seconds: float = 60.0
+    kind: str = "body"
+    cut_after: list[float] = field(default_factory=list)
+
+    def __enter__(self) -> SlowClients:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.count)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.interval + 5)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self._trickle_one(deadline)
+
+    def _trickle_one(self, deadline: float) -> None:
+        host, port = urlsplit(self.base).hostname, urlsplit(self.base).port
+        if self.kind == "body":
+            body, content_type = multipart("image", "slow.jpg", b"\xff" * 100_000)
+            head = (
+                f"POST /api/v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            prefix, dribble = head + body[:200], body[200:]
+        else:
+            prefix, dribble = b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4000
+        started = time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=self.interval + 30) as sock:
+                sock.sendall(prefix)
+                for byte in dribble:
+                    if self._stop.wait(self.interval) or time.monotonic() > deadline:
+                        return
+                    sock.sendall(bytes([byte]))
+        except OSError:
+            self.cut_after.append(time.monotonic() - started)
+
+
+def stalled_connection_lifetime(base: str, kind: str, limit: float = 60.0) -> tuple[float, bytes]:
+    """Send part of a request (its headers, or its body) and stop; return the seconds until the
+    server answered or closed the connection, and the start of its answer."""
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    if kind == "headers":
+        request = b"POST /api/v1/predict HT"
+    else:
+        body, content_type = multipart("image", "stall.jpg", b"\xff" * 10_000)
+        request = (
+            f"POST /api/v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body[:100]
+    with socket.create_connection((host, port), timeout=limit) as sock:
+        sock.sendall(request)
+        started = time.monotonic()
+        try:
+            answer = sock.recv(65536)
+        except OSError:
+            answer = b""
+        return time.monotonic() - started, answer

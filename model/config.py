@@ -87,6 +87,17 @@ IMAGE_SIZE: tuple[int, int] = (160, 160)
 SOURCE_IMAGE_SIZE: tuple[int, int] = (180, 180)
 # Uploads above this many pixels are refused before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = 50_000_000
+# What one bounded decode (serving, evaluation) may allocate, estimated before any pixel is decoded
+# from the format, bit depth, mode and size (model.preprocessing.decode_cost_mb). 48 MB holds a
+# 12-megapixel PNG; JPEGs decode at reduced scale and cost far less. With the upload itself (12 MB,
+# held twice) one worker stays within 100 MB of its resting memory, four within a 512 MB container.
+MAX_DECODE_MB = 48.0
+# A file this many times smaller than its claimed pixel count (in pixels per byte) holds almost no
+# picture: a truncated upload that declares a large size, or a blank frame. No photo compresses
+# that far (a flat-colour JPEG is about 65 pixels per byte). Checked above MISSING_DATA_MIN_PIXELS,
+# so small icons and test patterns are left alone.
+MAX_PIXELS_PER_BYTE = 200
+MISSING_DATA_MIN_PIXELS = 1_000_000
 # Shades-of-grey colour constancy (Finlayson & Trezzi 2004) with Minkowski norm p=6, as used by
 # the ISIC 2017/2018 winners, removes most of the camera/illumination cast between image sources.
 SHADES_OF_GREY_P = 6.0

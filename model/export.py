@@ -1,9 +1,15 @@
-"""Export: the LiteRT (.tflite) model that the web app serves, and the metadata saved beside it."""
+"""Export: the LiteRT (.tflite) model that the web app serves, and the metadata saved beside it.
+
+`python -m model.export --model-dir DIR` rewrites the integrity fields of DIR/metadata.json (the
+LiteRT file's SHA-256 and its known answer) for the files now in DIR, e.g. after a re-export.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import config, network
+from model import config, integrity, network
 
 MODEL_NAME = "skin-lesion-cnn"
 MODEL_VERSION = "1.0.0"
@@ -62,10 +68,44 @@ def build_metadata(training: dict, data: dict) -> dict:
 
 
 def write_metadata(metadata: dict, model_dir: Path) -> Path:
-    """Write metadata.json into model_dir."""
-    path = Path(model_dir) / config.METADATA_FILE
+    """Write metadata.json into model_dir, with the integrity fields of the LiteRT file already there."""
+    model_dir = Path(model_dir)
+    metadata = {**metadata, **integrity_fields(metadata, model_dir)}
+    path = model_dir / config.METADATA_FILE
     path.write_text(json.dumps(metadata, indent=2, sort_keys=False, default=_jsonable))
     return path
+
+
+def integrity_fields(metadata: dict, model_dir: Path) -> dict:
+    """The SHA-256 and known answer of the LiteRT file that metadata names, for the server to check."""
+    return integrity.record(
+        Path(model_dir) / metadata["files"]["litert"],
+        metadata["class_names"],
+        tuple(metadata["input"]["size"]),
+    )
+
+
+def refresh_integrity(model_dir: Path) -> Path:
+    """Rewrite only the integrity fields of an existing model folder's metadata.json."""
+    path = Path(model_dir) / config.METADATA_FILE
+    metadata = json.loads(path.read_text())
+    metadata.update(integrity_fields(metadata, model_dir))
+    path.write_text(json.dumps(metadata, indent=2, sort_keys=False, default=_jsonable))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: refresh the integrity fields of a model folder's metadata.json."""
+    parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)
+    args = parser.parse_args(argv)
+    try:
+        path = refresh_integrity(args.model_dir)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"integrity fields of {path} rewritten")
+    return 0
 
 
 def load_keras_model(model_dir: Path = config.MODEL_DIR) -> keras.Model:
@@ -82,3 +122,7 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+from pathlib import Path
 
 from flask import Flask, Request
 from flask_bootstrap import Bootstrap5
@@ -34,10 +36,18 @@ DEFAULTS = {
 }
 
 
+def configured_model_dir() -> Path:
+    """The model folder create_app() will serve, as the environment sets it (for start-up checks)."""
+    return Path(os.environ.get("SKIN_MODEL_DIR", DEFAULTS["MODEL_DIR"]))
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults, then the environment, then test_config; load the classifier once."""
     app = Flask(__name__)
     app.request_class = InMemoryRequest
+    # "//" in a path is a 404, not a redirect: Werkzeug's redirect would be built from the request's
+    # Host header, which the client chooses.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("SKIN")  # e.g. SKIN_MAX_CONTENT_LENGTH; MODEL_DIR comes via config
     if test_config:

@@ -15,12 +15,16 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
-from model import config
+from model import config, integrity
 from model.preprocessing import to_model_input
+
+# The exit status of a server that refuses to start because its model folder fails the checks
+# below (78 is EX_CONFIG in sysexits.h: a configuration error, so restarting will not help).
+EXIT_MODEL_INVALID = 78
 
 
 class ModelLoadError(RuntimeError):
-    """The model folder is missing, incomplete or holds a file that is not the expected model."""
+    """The model folder is missing, incomplete, or its files do not prove to be the exported model."""
 
 
 @dataclass
@@ -43,11 +47,15 @@ class Classifier:
     def __init__(self, model_path: Path, metadata: dict, num_threads: int = 1):
         self.metadata = metadata
         self.model_dir = Path(model_path).parent
-        self.class_names: list[str] = metadata["class_names"]
-        self.input_size = tuple(metadata["input"]["size"])
+        try:
+            self.class_names: list[str] = list(metadata["class_names"])
+            self.input_size = tuple(int(side) for side in metadata["input"]["size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"metadata lacks valid class_names or input size: {exc!r}") from exc
         self.malignant_threshold = (
             metadata.get("metrics", {}).get("operating_point", {}).get("malignant_threshold", 0.5)
         )
+        _check_hash(Path(model_path), metadata)
         try:
             self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
             self._interpreter.allocate_tensors()
@@ -60,6 +68,8 @@ class Classifier:
         self._probabilities, self._class_maps = outputs[2], outputs[4]
         # One interpreter is not safe to call from two threads at once.
         self._lock = threading.Lock()
+        self._check_shapes()
+        self._check_known_answer()
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, num_threads: int = 1) -> Classifier:
@@ -93,6 +103,36 @@ class Classifier:
             class_maps = self._interpreter.get_tensor(self._class_maps)[0].copy()
         return probabilities, class_maps
 
+    def _check_shapes(self) -> None:
+        """The metadata's classes and input size must be the ones the LiteRT file was exported with."""
+        if sorted(self.class_names) != sorted(config.CLASS_NAMES):
+            raise ModelLoadError(
+                f"metadata class_names {self.class_names} are not the project's {config.NUM_CLASSES} classes."
+            )
+        shapes = {d["index"]: tuple(d["shape"]) for d in self._interpreter.get_output_details()}
+        for name, index in (("probabilities", self._probabilities), ("class maps", self._class_maps)):
+            if shapes[index][-1] != len(self.class_names):
+                raise ModelLoadError(
+                    f"the model's {name} output has {shapes[index][-1]} classes, "
+                    f"metadata names {len(self.class_names)}."
+                )
+        _, height, width, _ = self._interpreter.get_input_details()[0]["shape"]
+        if (int(width), int(height)) != self.input_size:
+            raise ModelLoadError(
+                f"the model takes {width}x{height} pixels, metadata says "
+                f"{self.input_size[0]}x{self.input_size[1]}."
+            )
+
+    def _check_known_answer(self) -> None:
+        """The reference inputs must give the probabilities recorded at export, class by class."""
+        recorded = self.metadata.get("known_answer", {}).get("probabilities")
+        if not recorded:
+            raise ModelLoadError(_MISSING_INTEGRITY.format(field="known_answer", dir=self.model_dir))
+        computed = integrity.known_answer(self.predict_array, self.class_names, self.input_size)
+        mismatch = integrity.answer_mismatch(recorded, computed)
+        if mismatch:
+            raise ModelLoadError(f"known-answer check failed: {mismatch}.")
+
     def _describe(self, probabilities: np.ndarray, class_maps: np.ndarray, elapsed_ms: float) -> Prediction:
         by_class = {name: float(p) for name, p in zip(self.class_names, probabilities)}
         top = int(np.argmax(probabilities))
@@ -109,3 +149,17 @@ class Classifier:
             class_map=class_maps[:, :, top],
             inference_ms=elapsed_ms,
         )
+
+
+_MISSING_INTEGRITY = (
+    "metadata has no {field}: record it with `python -m model.export --model-dir {dir}` "
+    "for the model files you mean to serve."
+)
+
+
+def _check_hash(model_path: Path, metadata: dict) -> None:
+    recorded = metadata.get("sha256", {}).get(model_path.name)
+    if not recorded:
+        raise ModelLoadError(_MISSING_INTEGRITY.format(field="sha256", dir=model_path.parent))
+    if integrity.file_sha256(model_path) != recorded:
+        raise ModelLoadError(f"{model_path} does not match the SHA-256 recorded in its metadata.")

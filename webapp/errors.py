@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,7 @@ CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable_image",
@@ -26,6 +27,7 @@ MESSAGES = {
     400: "The request could not be understood.",
     404: "There is no page at this address.",
     405: "This address does not accept that method.",
+    408: "The upload stalled before it was complete. Please try again.",
     413: "The file is too large. Please upload a photo under {limit} MB.",
     500: "Something went wrong on our side. Please try again.",
 }
@@ -58,6 +60,15 @@ def init_app(app: Flask) -> None:
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
         message = MESSAGES.get(error.code, error.description or "").format(limit=limit)
         return error_response(error.code or 500, message)
+
+    @app.errorhandler(TimeoutError)
+    @app.errorhandler(ClientDisconnected)
+    def handle_stalled_client(error: Exception):
+        # The client stopped sending its upload: webapp.worker sets a read timeout on each
+        # connection, and Werkzeug reports the timed-out read as a disconnection.
+        if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+            return error_response(408, MESSAGES[408])
+        return error_response(400, "The upload ended before it was complete. Please try again.")
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

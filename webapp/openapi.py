@@ -69,8 +69,10 @@ _PREDICTION = {
 def _error_responses(*codes: int) -> dict:
     descriptions = {
         400: "Empty, truncated or corrupt image, or no file.",
+        408: "The upload stalled (no data for 10 s) before it was complete.",
         413: "Upload over the size limit, or an image with too many pixels.",
         415: "Not an image, or an unsupported image format.",
+        422: "An image that cannot be classified (code poor_quality: most of the picture is missing).",
         503: "The model is not ready.",
     }
     return {
@@ -123,7 +125,7 @@ def openapi_document() -> dict:
                     },
                     "responses": {
                         **_json_ok("The prediction", {"$ref": "#/components/schemas/Prediction"}),
-                        **_error_responses(400, 413, 415),
+                        **_error_responses(400, 408, 413, 415, 422),
                     },
                 }
             },

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from model.preprocessing import ImageError, ImageTooLarge, UnsupportedImage, decode_image
+from model.preprocessing import ImageError, ImageTooLarge, IncompleteImage, UnsupportedImage, decode_image
 from webapp import heatmap
 from webapp.classifier import Classifier, Prediction
 
@@ -44,7 +44,7 @@ def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Res
     try:
         image = decode_image(data, model.input_size)
     except ImageError as exc:
-        raise UploadError(str(exc), _status_for(exc)) from None
+        raise UploadError(str(exc), *_status_for(exc)) from None
     prediction = model.predict(image)
     if not with_heatmap:
         return Result(prediction, b"")
@@ -56,9 +56,13 @@ def data_uri(content: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(content).decode()}"
 
 
-def _status_for(error: ImageError) -> int:
+def _status_for(error: ImageError) -> tuple[int, str | None]:
+    """The HTTP status and error code of a refused upload (None: the status's default code)."""
+    if isinstance(error, IncompleteImage):
+        # Most of the picture is missing: the same answer as the image gate's quality refusal.
+        return 422, "poor_quality"
     if isinstance(error, ImageTooLarge):
-        return 413
+        return 413, None
     if isinstance(error, UnsupportedImage):
-        return 415
-    return 400
+        return 415, None
+    return 400, None
