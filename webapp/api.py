@@ -8,13 +8,10 @@ import numpy as np
 from flask import Blueprint, jsonify, request
 
 from webapp.errors import error_response
-from webapp.openapi import openapi_document
+from webapp.openapi import HEATMAP_FALSE, HEATMAP_TRUE, openapi_document
 from webapp.prediction import UploadError, classifier, predict_upload, uploaded_image
 
 bp = Blueprint("api", __name__)
-
-TRUE_VALUES = ("1", "true", "yes", "on")
-FALSE_VALUES = ("", "0", "false", "no", "off")
 
 
 def heatmap_wanted() -> bool:
@@ -23,12 +20,12 @@ def heatmap_wanted() -> bool:
     if value is None and request.mimetype == "multipart/form-data":
         value = request.form.get("heatmap")
     value = (value or "").strip().lower()
-    if value not in TRUE_VALUES + FALSE_VALUES:
+    if value and value not in HEATMAP_TRUE + HEATMAP_FALSE:
         raise UploadError(
             f"The parameter `heatmap` must be true or false (also 1/0, yes/no, on/off); got {value[:40]!r}.",
             code="invalid_parameter",
         )
-    return value in TRUE_VALUES
+    return value in HEATMAP_TRUE
 
 
 @bp.post("/api/v1/predict")

@@ -53,6 +53,8 @@ def init_app(app: Flask) -> None:
         path = static / filename
         if path.is_file() and request.args.get("v") == fingerprint(path):
             response.headers["Cache-Control"] = LONG_CACHE
-        # A file response streams from disk, which Flask-Compress skips; these files are small.
+        # A file response streams from disk, and Flask-Compress offers no gzip for streams; these files
+        # are small, so they are read whole and get gzip or brotli like the pages.
         response.direct_passthrough = False
+        response.set_data(response.get_data())
         return response

@@ -111,7 +111,10 @@ def init_app(app: Flask) -> None:
         length = request.content_length
         if status == 413 and length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
             # Werkzeug raises 413 for too many form parts too; that is not a file size problem.
-            message, code = FORM_TOO_BIG.format(parts=app.config.get("MAX_FORM_PARTS", 1000)), "too_many_fields"
+            message, code = (
+                FORM_TOO_BIG.format(parts=app.config.get("MAX_FORM_PARTS", 1000)),
+                "too_many_fields",
+            )
         response = app.make_response(error_response(status, message, code))
         if status == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))

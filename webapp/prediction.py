@@ -13,7 +13,6 @@ from model.preprocessing import ImageError, ImageTooLarge, UnsupportedImage, dec
 from webapp import heatmap
 from webapp.classifier import Classifier, Prediction
 
-
 IMAGE_FIELD = "image"  # the multipart field of the photo, for the form and the API
 
 
