@@ -156,6 +156,18 @@ def _json_ok(description: str, schema: dict, example: dict | None = None) -> dic
     return {"200": {"description": description, "content": {"application/json": content}}}
 
 
+def metadata_example() -> dict:
+    """An illustrative, shortened /api/v1/model answer (the real one adds training, data and metrics)."""
+    return {
+        "name": "skin_cnn",
+        "version": "1.0.0",
+        "class_names": list(config.CLASS_NAMES),
+        "risk_groups": {group: list(classes) for group, classes in config.RISK_GROUPS.items()},
+        "input": {"size": list(config.IMAGE_SIZE)},
+        "metrics": {"operating_point": {"malignant_threshold": 0.3, "chosen_on": "validation"}},
+    }
+
+
 def prediction_example() -> dict:
     """An illustrative answer (made-up numbers, valid against the Prediction schema)."""
     probabilities = dict.fromkeys(config.CLASS_NAMES, 0.0) | {
@@ -239,7 +251,11 @@ def openapi_document() -> dict:
                     "summary": "Metadata of the served model",
                     "operationId": "getModel",
                     "responses": {
-                        **_json_ok("Model metadata", {"$ref": "#/components/schemas/ModelMetadata"}),
+                        **_json_ok(
+                            "Model metadata",
+                            {"$ref": "#/components/schemas/ModelMetadata"},
+                            metadata_example(),
+                        ),
                         **_error_responses(405, 500),
                     },
                 }
