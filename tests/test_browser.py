@@ -94,14 +94,18 @@ def refusal_pages(committed_model_dir) -> dict:
 
 
 def _context(browser, viewport: str, scheme: str, javascript: bool):
-    # bypass_csp lets the test inject axe-core; the pages themselves never need inline script.
-    return browser.new_context(
-        viewport=VIEWPORTS[viewport],
-        color_scheme=scheme,
-        java_script_enabled=javascript,
-        bypass_csp=True,
-        device_scale_factor=1,
+    """A browser context; without JavaScript, the site's only script is blocked.
+
+    axe-core must run in the page, so "without JavaScript" here means without app.js, which gives the
+    page exactly its no-script behaviour (test_no_javascript_at_all covers scripts switched off).
+    bypass_csp lets the test inject axe-core; the pages themselves never need inline script.
+    """
+    context = browser.new_context(
+        viewport=VIEWPORTS[viewport], color_scheme=scheme, bypass_csp=True, device_scale_factor=1
     )
+    if not javascript:
+        context.route("**/static/app.js*", lambda route: route.abort())
+    return context
 
 
 def _check(page, name: str) -> list[str]:
@@ -110,6 +114,7 @@ def _check(page, name: str) -> list[str]:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+    assert len(result["passes"]) > 10  # axe really looked at the page
     return [
         f"{name}: {v['id']} ({v['impact']}) {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
         for v in result["violations"]
@@ -134,7 +139,13 @@ def test_every_state_is_accessible(
     context = _context(browser, viewport, scheme, javascript)
     page = context.new_page()
     console_errors = []
-    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    # Error answers (404, 415, 422, offline) log "Failed to load resource"; anything else is a fault.
+    page.on(
+        "console",
+        lambda message: message.type == "error"
+        and not message.text.startswith("Failed to load resource")
+        and console_errors.append(message.text),
+    )
     tag = f"{viewport}_{scheme}_{'js' if javascript else 'nojs'}"
     problems = []
 
@@ -156,8 +167,13 @@ def test_every_state_is_accessible(
     if javascript:
         assert page.evaluate("document.activeElement.id") == "result-title"  # focus moved to the answer
         assert "Result ready" in page.inner_text("#status")
-        top = page.evaluate("document.getElementById('advice').getBoundingClientRect().top")
-        assert 0 <= top < VIEWPORTS[viewport]["height"] / 2  # scrolled to, not below the fold
+        # Scrolled to (smoothly, as Bootstrap asks), not left below the fold.
+        page.wait_for_function(
+            "h => { const top = document.getElementById('advice').getBoundingClientRect().top;"
+            " return top >= 0 && top < h / 2; }",
+            arg=VIEWPORTS[viewport]["height"],
+            timeout=3000,
+        )
     problems += _check(page, f"result_{tag}")
 
     # A file that is not an image: a clear error state, from the server.
@@ -215,6 +231,21 @@ def _script_only_states(page, live_site, real_lesion, tag) -> list[str]:
     return problems
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_javascript_at_all(browser, live_site, real_lesion, scheme):
+    context = browser.new_context(java_script_enabled=False, color_scheme=scheme, viewport=VIEWPORTS["phone"])
+    page = context.new_page()
+    page.goto(live_site + "/")
+    assert _background_is_dark(page) is (scheme == "dark")  # dark mode is CSS only
+    page.set_input_files("#image", str(real_lesion))
+    page.click("#submit")
+    page.wait_for_selector("#result #advice", timeout=15000)
+    assert page.inner_text("h1") == "Your result" and page.inner_text("#top-class") in config.CLASS_NAMES
+    assert page.locator("#heatmap").get_attribute("src").startswith("data:image/jpeg;base64,")
+    page.screenshot(path=str(ARTIFACTS / f"result_phone_{scheme}_scripts_off.png"), full_page=True)
+    context.close()
+
+
 def test_new_photo_clears_the_old_result(browser, live_site, real_lesion):
     context = _context(browser, "phone", "light", True)
     page = context.new_page()
@@ -235,16 +266,24 @@ def test_big_photo_is_shrunk_upright_before_upload(browser, live_site, tmp_path)
     photo = tmp_path / "phone.jpg"
     stored.save(photo, quality=95, exif=exif)
     context = _context(browser, "phone", "light", True)
+    # Keep a copy of what the page hands to XMLHttpRequest.send (the file of the field `image`).
+    context.add_init_script(
+        "const send = XMLHttpRequest.prototype.send;"
+        "XMLHttpRequest.prototype.send = function (body) {"
+        " window.sentImage = body instanceof FormData ? body.get('image') : null;"
+        " return send.call(this, body); };"
+    )
     page = context.new_page()
     page.goto(live_site + "/")
     page.set_input_files("#image", str(photo))
-    with page.expect_request("**/result") as request_info:
-        page.click("#submit")
-    body = request_info.value.post_data_buffer
-    sent = Image.open(io.BytesIO(body[body.index(b"\r\n\r\n") + 4 : body.rindex(b"\r\n--")]))
-    assert sent.size == (round(3000 * config.UPLOAD_MAX_SIDE / 4000), config.UPLOAD_MAX_SIDE)
-    assert len(body) < photo.stat().st_size
+    page.click("#submit")
     page.wait_for_selector("#result, #problem", timeout=15000)
+    sent = bytes(
+        page.evaluate("async () => Array.from(new Uint8Array(await window.sentImage.arrayBuffer()))")
+    )
+    image = Image.open(io.BytesIO(sent))  # the stored pixels, before any EXIF rotation
+    assert image.size == (round(3000 * config.UPLOAD_MAX_SIDE / 4000), config.UPLOAD_MAX_SIDE)
+    assert image.getexif().get(0x0112, 1) == 1 and len(sent) < photo.stat().st_size
     context.close()
 
 
