@@ -33,6 +33,8 @@
 
   function clearResult() {
     slot.replaceChildren();
+    const served = document.getElementById("problem"); // a form post's error, above the form
+    if (served) served.remove();
   }
 
   function choose(file) {
