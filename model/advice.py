@@ -89,16 +89,17 @@ def advise(risk_probabilities: dict[str, float], metadata: dict) -> Advice:
         )
     elif malignant + pre_malignant >= threshold:
         level = HAVE_CHECKED
+        value, limit = _pair(malignant, threshold)
         reason = (
-            f"The malignant group is at {percent(malignant)}, below the {percent(threshold)} threshold, but "
-            f"together with the pre-malignant group ({_names(PRE_MALIGNANT)}, {percent(pre_malignant)}) "
-            "it reaches it."
+            f"The malignant group is at {value}, below the {limit} threshold, but together with the "
+            f"pre-malignant group ({_names(PRE_MALIGNANT)}, {percent(pre_malignant)}) it reaches it."
         )
     else:
         level = KEEP_WATCHING
+        value, limit = _pair(malignant + pre_malignant, threshold)
         reason = (
-            f"The malignant and pre-malignant groups together are at {percent(malignant + pre_malignant)}, "
-            f"below the {percent(threshold)} at which the model sends a lesion to a doctor."
+            f"The malignant and pre-malignant groups together are at {value}, "
+            f"below the {limit} at which the model sends a lesion to a doctor."
         )
     return Advice(
         level=level,
@@ -133,6 +134,13 @@ def percent(p: float) -> str:
     if 99 < value < 100:
         return ">99%"
     return f"{value:.0f}%"
+
+
+def _pair(value: float, threshold: float) -> tuple[str, str]:
+    """A value and the threshold it is compared with, with a decimal where whole percents would tie."""
+    if percent(value) != percent(threshold):
+        return percent(value), percent(threshold)
+    return f"{value * 100:.1f}%", f"{threshold * 100:.1f}%"
 
 
 def _names(group: str) -> str:

@@ -466,7 +466,10 @@ def test_advice_quotes_sensitivity_with_its_interval_from_metadata():
 
 
 def test_percentages_read_as_people_read_them():
-    from model.advice import percent
+    from model.advice import advise, percent
+
+    near = advise(_risk(0.3154, 0.0), {"metrics": {"operating_point": {"malignant_threshold": 0.3159}}})
+    assert "31.5%, below the 31.6%" in near.reason  # never "32%, below the 32%"
 
     assert percent(1.58e-7) == "<1%" and percent(0.0) == "0%" and percent(0.9999) == ">99%"
     assert percent(0.316) == "32%"
