@@ -164,7 +164,7 @@
     slot.replaceChildren(box);
     heading.focus({ preventScroll: true });
     heading.scrollIntoView({ block: "start" });
-    status.textContent = message;
+    status.textContent = "Not analysed: " + heading.textContent; // the detail is in the card below
   }
 
   form.addEventListener("submit", async function (event) {
