@@ -27,7 +27,7 @@
     if (state === "sending") progress.value = percent || 0;
     if (state === "analysing") progress.removeAttribute("value"); // indeterminate: the server is working
     submit.disabled = working;
-    submit.textContent = working ? "Analysing\u2026" : "Analyse the photo";
+    submit.textContent = { sending: "Sending\u2026", analysing: "Analysing\u2026" }[state] || "Analyse the photo";
     busy = working;
   }
 
