@@ -93,6 +93,71 @@ def refusal_pages(committed_model_dir) -> dict:
     return {"page": page, "fragment": fragment}
 
 
+@pytest.fixture(scope="module")
+def level_fragments(committed_model_dir, real_lesion) -> dict:
+    """The server's result fragment for the real lesion, once for each level of the answer.
+
+    Each level's advice is what model.advice.advise gives for grouped probabilities chosen to land on it;
+    everything else on the card is the real prediction.
+    """
+    import dataclasses
+
+    from model.advice import advise
+    from webapp import create_app, views
+
+    app = create_app({"TESTING": True, "MODEL_DIR": str(committed_model_dir)})
+    metadata = app.extensions["classifier"].metadata
+    threshold = metadata["metrics"]["operating_point"]["malignant_threshold"]
+    groups = {
+        "see_doctor_soon": (threshold, 0.0),
+        "have_it_checked": (threshold / 2, threshold),
+        "keep_watching": (threshold / 4, threshold / 4),
+    }
+    original, fragments = views.predict_upload, {}
+    for level, (malignant, pre_malignant) in groups.items():
+        risk = {
+            "malignant": malignant,
+            "pre-malignant": pre_malignant,
+            "benign": 1 - malignant - pre_malignant,
+        }
+
+        def predict(upload, with_heatmap=True, risk=risk):
+            result = original(upload, with_heatmap)
+            result.prediction = dataclasses.replace(result.prediction, advice=advise(risk, metadata))
+            return result
+
+        views.predict_upload = predict
+        try:
+            data = {"image": (io.BytesIO(real_lesion.read_bytes()), "a.jpg")}
+            fragments[level] = app.test_client().post("/result", data=data).get_data(as_text=True)
+        finally:
+            views.predict_upload = original
+        assert f'data-level="{level}"' in fragments[level]
+    return fragments
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_level_of_the_answer_is_accessible(browser, live_site, real_lesion, level_fragments, scheme):
+    context = _context(browser, "phone", scheme, True)
+    page = context.new_page()
+    problems = []
+    for level, fragment in level_fragments.items():
+        page.goto(live_site + "/")
+        page.route("**/result", _fulfil_with(fragment))
+        page.set_input_files("#image", str(real_lesion))
+        page.click("#submit")
+        page.wait_for_selector(f"#result[data-level={level}]", timeout=10000)
+        problems += _check(page, f"level_{level}_phone_{scheme}")
+        page.unroute("**/result")
+    assert problems == []
+    context.close()
+
+
+def _fulfil_with(body: str):
+    """A route handler that answers with this HTML (Playwright passes the request too, if asked)."""
+    return lambda route: route.fulfill(body=body, content_type="text/html; charset=utf-8")
+
+
 def _context(browser, viewport: str, scheme: str, javascript: bool):
     """A browser context; without JavaScript, the site's only script is blocked.
 
