@@ -180,6 +180,19 @@ def test_cut_down_bootstrap_css_is_current(tmp_path):
     assert "@media (prefers-color-scheme:dark){:root{" in css  # dark mode without a script
 
 
+def test_about_page_is_built_from_metadata(client):
+    html = client.get("/about").get_data(as_text=True)
+    for name in config.CLASS_NAMES:
+        assert name in html
+    assert "not a diagnosis" in html and "What it cannot do" in html
+    # For people first: what it is, how good, what it cannot do, then the technical detail.
+    order = [html.index(f'id="{anchor}"') for anchor in ("what", "how-good", "limitations", "technical")]
+    assert order == sorted(order)
+    assert "30%" in html  # the tiny model's threshold, read from its metadata
+    assert "not been evaluated" in html
+    assert 'alt="confusion_test.png"' not in html
+
+
 def test_health_and_readiness(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
@@ -629,3 +642,31 @@ def test_openapi_has_operation_ids_examples_and_every_error(client):
             name = content["schema"]["$ref"].rsplit("/", 1)[1]
             _validate(content["example"], name, spec)
     assert spec["components"]["responses"]["NotFound"]
+
+
+def test_about_page_reads_how_good_it_is_from_the_committed_metadata(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from model.advice import percent
+    from webapp import create_app
+
+    model_dir = tmp_path / "evaluated"
+    shutil.copytree(tiny_model_dir, model_dir)
+    metadata = json.loads((model_dir / config.METADATA_FILE).read_text())
+    committed = json.loads((config.MODEL_DIR / config.METADATA_FILE).read_text())
+    metadata["metrics"] = committed["metrics"]
+    (model_dir / config.METADATA_FILE).write_text(json.dumps(metadata))
+    html = (
+        create_app({"TESTING": True, "MODEL_DIR": str(model_dir)})
+        .test_client()
+        .get("/about")
+        .get_data(as_text=True)
+    )
+    test = committed["metrics"]["test"]
+    low, high = test["intervals_95"]["malignant_sensitivity"]
+    sensitivity = percent(test["malignant_sensitivity"])
+    assert f"<strong>{sensitivity}</strong> (95% interval {percent(low)} to {percent(high)})" in html
+    assert percent(committed["metrics"]["operating_point"]["malignant_threshold"]) in html
+    for source in test.get("by_source", {}):
+        assert source in html
