@@ -26,9 +26,14 @@ COMPRESS_SETTINGS = {
 compress = Compress()
 
 
-@cache
 def fingerprint(path: Path) -> str:
     """A short content hash of a static file: its URL changes exactly when its bytes do."""
+    return _content_hash(path, path.stat().st_mtime_ns)
+
+
+@cache
+def _content_hash(path: Path, modified_ns: int) -> str:
+    # Keyed by modification time too, so that an edited file gets a new URL without a restart.
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
