@@ -71,6 +71,8 @@ def first_render(base: str, photo: Path, loads: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     paint = "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
+    # bypass_csp: Playwright polls `paint` through eval, which the site's CSP rightly forbids.
+    options = {"viewport": {"width": 390, "height": 844}, "bypass_csp": True}
     times: dict[str, list[float]] = {"/": [], "/about": [], "result": []}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -79,14 +81,14 @@ def first_render(base: str, photo: Path, loads: int) -> dict:
         )
         for _ in range(loads):
             for path in ("/", "/about"):
-                context = browser.new_context(viewport={"width": 390, "height": 844})
+                context = browser.new_context(**options)
                 page = context.new_page()
                 page.goto(base + path, wait_until="load")
                 times[path].append(page.wait_for_function(paint).json_value())
                 context.close()
             # The result page as a plain form post renders it: the site's script blocked, so the
             # browser navigates to the server-rendered page (timed from the post to its first paint).
-            context = browser.new_context(viewport={"width": 390, "height": 844})
+            context = browser.new_context(**options)
             context.route("**/static/app.js*", lambda route: route.abort())
             page = context.new_page()
             page.goto(base + "/")
