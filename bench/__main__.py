@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import hostile
+from bench import hostile, pages
 from bench.loopback import gunicorn_server, rss_mb, run_load, worker_pids
 from model import config
 from model.preprocessing import load_image_files
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory(small, args.memory_requests),
         "hostile": hostile_clients(small),
         "training": training(),
+        "pages": pages.measure(sorted((config.DATA_DIR / "Test" / "melanoma").glob("*.jpg"))[0]),
     }
     report = render(sections, args)
     print(report)
@@ -275,6 +276,7 @@ def budgets(sections: dict) -> list[tuple[str, str, str, bool]]:
         (f"memory growth over {mem['requests']:,} requests", f"{growth:+.1f}%", "< 10%", growth < 10),
         ("cold start to /readyz 200", f"{ours['cold_start_s']:.2f} s", "< 5 s", ours["cold_start_s"] < 5),
         *hostile_budgets(sections["hostile"]),
+        *pages.budgets(sections["pages"]),
     ]
 
 
@@ -372,6 +374,7 @@ def render(sections: dict, args) -> str:
         f"{base['cold_start_s'] / ours['cold_start_s']:.1f}x faster |",
     ]
     lines += render_hostile(sections["hostile"])
+    lines += ["", pages.render(sections["pages"])]
     train = sections["training"]
     lines += ["", "## Training (batch 32, 2 CPU cores)", ""]
     if train:

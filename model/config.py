@@ -85,6 +85,9 @@ ISIC_ARCHIVE_EARLY_IDS_END = 1000
 # features for the heat map.
 IMAGE_SIZE: tuple[int, int] = (160, 160)
 SOURCE_IMAGE_SIZE: tuple[int, int] = (180, 180)
+# The page's script shrinks a photo to this longest side before upload (phones send 2-8 MB; the model
+# needs IMAGE_SIZE and the heat map 320 px, with room left for the image gate's quality checks).
+UPLOAD_MAX_SIDE = 1280
 # Uploads above this many pixels are refused before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = 50_000_000
 # What one bounded decode (serving, evaluation) may allocate, estimated before any pixel is decoded

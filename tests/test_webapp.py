@@ -46,9 +46,12 @@ def _png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     )
 
 
-def _post(client, content: bytes, name: str = "photo.jpg", api: bool = True):
+def _post(client, content: bytes, name: str = "photo.jpg", api: bool = True, compressed: bool = False):
     url = "/api/v1/predict" if api else "/"
-    return client.post(url, data={"image": (io.BytesIO(content), name)}, content_type="multipart/form-data")
+    headers = {"Accept-Encoding": "gzip, br"} if compressed else {}
+    return client.post(
+        url, data={"image": (io.BytesIO(content), name)}, content_type="multipart/form-data", headers=headers
+    )
 
 
 VALID_UPLOADS = {
@@ -102,24 +105,92 @@ def test_index_page_has_upload_form(client):
     assert "cdn." not in html and "https://" not in html  # every asset served locally
 
 
-@pytest.mark.parametrize(
-    "asset",
-    [
-        "/static/app.js",
-        "/static/app.css",
-        "/bootstrap/static/css/bootstrap.min.css",
-        "/bootstrap/static/js/bootstrap.min.js",
-    ],
-)
-def test_assets_are_served_by_the_app(client, asset):
-    assert client.get(asset).status_code == 200
+def test_pages_load_no_bootstrap_javascript_and_only_fingerprinted_assets(client):
+    import re
+
+    for path in ("/", "/about"):
+        html = client.get(path).get_data(as_text=True)
+        assert "bootstrap.min.js" not in html and "popper" not in html  # no component uses them
+        urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
+        assert urls and all(re.search(r"\?v=[0-9a-f]{12}$", url) for url in urls), urls
+        for url in urls:
+            response = client.get(url)
+            assert response.status_code == 200
+            assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_static_without_the_current_fingerprint_is_not_cached_for_long(client):
+    for url in ("/static/app.js", "/static/app.js?v=000000000000"):
+        response = client.get(url)
+        assert response.status_code == 200 and "immutable" not in response.headers.get("Cache-Control", "")
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip"])
+def test_text_answers_are_compressed(client, encoding):
+    import re
+
+    html = client.get("/").get_data(as_text=True)
+    css = re.search(r'href="(/static/vendor/bootstrap.css[^"]*)"', html).group(1)
+    for url in ("/", "/about", css, "/api/v1/openapi.json"):
+        response = client.get(url, headers={"Accept-Encoding": encoding})
+        assert response.headers.get("Content-Encoding") == encoding, url
+        assert "Accept-Encoding" in response.headers.get("Vary", "")
+
+
+def test_page_weight_is_less_than_half_of_before(client):
+    """Bytes sent for / and a result page (HTML, inline pictures, CSS, JS, icon) with compression on.
+
+    Before this work: 327 KB and 376 KB in a browser (314 KB and 434 KB by this count, with Bootstrap's
+    full CSS and JS, no compression and a PNG heat map).
+    """
+    index = _page_weight(client, client.get("/", headers={"Accept-Encoding": "gzip, br"}))
+    result = _page_weight(client, _post(client, _encode(_lesion(), "JPEG"), api=False, compressed=True))
+    print(f"page weight: / {index / 1024:.1f} KB, result {result / 1024:.1f} KB")
+    assert index < 327 * 1024 / 2
+    assert result < 376 * 1024 / 2
+
+
+def _page_weight(client, response) -> int:
+    import gzip
+    import re
+
+    import brotli
+
+    assert response.status_code == 200
+    decode = {"br": brotli.decompress, "gzip": gzip.decompress}[response.headers["Content-Encoding"]]
+    total = len(response.data)
+    for url in re.findall(r'(?:href|src)="(/static/[^"]+)"', decode(response.data).decode()):
+        total += len(client.get(url, headers={"Accept-Encoding": "gzip, br"}).data)
+    return total
+
+
+def test_cut_down_bootstrap_css_is_current(tmp_path):
+    """webapp/static/vendor/bootstrap.css is what scripts/build_css.mjs makes from the templates today."""
+    import shutil
+
+    root = config.PROJECT_ROOT
+    if shutil.which("node") is None or not (root / "node_modules" / "purgecss").is_dir():
+        pytest.skip("node and `npm ci` are needed to rebuild the CSS")
+    fresh = tmp_path / "bootstrap.css"
+    subprocess.run(["node", "scripts/build_css.mjs", str(fresh)], cwd=root, check=True)
+    committed = root / "webapp" / "static" / "vendor" / "bootstrap.css"
+    assert fresh.read_text() == committed.read_text(), "run `npm run build:css` and commit the result"
+    css = committed.read_text()
+    assert ".card{" in css and ".carousel" not in css and ".modal{" not in css  # only what the pages use
+    assert "@media (prefers-color-scheme:dark){:root{" in css  # dark mode without a script
 
 
 def test_about_page_is_built_from_metadata(client):
     html = client.get("/about").get_data(as_text=True)
     for name in config.CLASS_NAMES:
         assert name in html
-    assert "not a diagnosis" in html and "Limitations" in html
+    assert "not a diagnosis" in html and "What it cannot do" in html
+    # For people first: what it is, how good, what it cannot do, then the technical detail.
+    order = [html.index(f'id="{anchor}"') for anchor in ("what", "how-good", "limitations", "technical")]
+    assert order == sorted(order)
+    assert "30%" in html  # the tiny model's threshold, read from its metadata
+    assert "not been evaluated" in html
+    assert 'alt="confusion_test.png"' not in html
 
 
 def test_health_and_readiness(client):
@@ -369,7 +440,7 @@ def test_about_page_says_whose_validation_figures_a_refit_shows(tiny_model_dir, 
     (model_dir / config.METADATA_FILE).write_text(json.dumps(metadata))
     client = create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client()
     html = client.get("/about").get_data(as_text=True)
-    assert "<th>validation (run U2)</th>" in html and "final fit of run U2" in html
+    assert '<th scope="col">validation (run U2)</th>' in html and "final fit of run U2" in html
     plain = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model_dir)}).test_client()
     assert "final fit" not in plain.get("/about").get_data(as_text=True)
 
@@ -394,3 +465,245 @@ def test_about_page_renders_the_metrics_of_both_test_sets(tiny_model_dir, tmp_pa
     html = response.get_data(as_text=True)
     assert "official Test" in html and "0.600" in html  # isic9 Test accuracy
     assert all(str(escape(line)) in html for line in LIMITATIONS)
+
+
+# --- The one answer -------------------------------------------------------------------------------
+def _risk(malignant: float, pre_malignant: float) -> dict[str, float]:
+    return {"malignant": malignant, "pre-malignant": pre_malignant, "benign": 1 - malignant - pre_malignant}
+
+
+@pytest.mark.parametrize(
+    ("malignant", "pre_malignant", "level"),
+    [
+        (0.40, 0.00, "see_doctor_soon"),
+        (0.30, 0.00, "see_doctor_soon"),  # at the threshold counts
+        (0.29, 0.05, "have_it_checked"),  # malignant + pre-malignant reaches it
+        (0.05, 0.60, "have_it_checked"),  # a likely actinic keratosis
+        (0.10, 0.10, "keep_watching"),
+    ],
+)
+def test_advice_rule_uses_the_threshold_from_metadata(malignant, pre_malignant, level):
+    from model.advice import advise
+
+    metadata = {"metrics": {"operating_point": {"malignant_threshold": 0.3}}}
+    answer = advise(_risk(malignant, pre_malignant), metadata)
+    assert answer.level == level and answer.threshold == 0.3
+    assert "30%" in answer.reason
+    # Another model's threshold moves the answer: nothing is hard-coded.
+    stricter = advise(
+        _risk(malignant, pre_malignant), {"metrics": {"operating_point": {"malignant_threshold": 0.9}}}
+    )
+    assert stricter.level == "keep_watching"
+
+
+def test_unvalidated_model_never_says_low_concern():
+    from model.advice import advise
+
+    answer = advise(_risk(0.0, 0.0), {"metrics": {}})
+    assert answer.level == "have_it_checked" and answer.threshold is None
+
+
+def test_advice_quotes_sensitivity_with_its_interval_from_metadata():
+    from model.advice import advise
+
+    test = {
+        "images": 118,
+        "malignant_sensitivity": 0.8125,
+        "intervals_95": {"malignant_sensitivity": [0.69, 0.92]},
+    }
+    metadata = {"metrics": {"operating_point": {"malignant_threshold": 0.3}, "test": test}}
+    assert "81% (95% interval 69% to 92%)" in advise(_risk(0.5, 0), metadata).sensitivity
+
+
+def test_percentages_read_as_people_read_them():
+    from model.advice import advise, percent
+
+    near = advise(_risk(0.3154, 0.0), {"metrics": {"operating_point": {"malignant_threshold": 0.3159}}})
+    assert "31.5%, below the 31.6%" in near.reason  # never "32%, below the 32%"
+
+    assert percent(1.58e-7) == "<1%" and percent(0.0) == "0%" and percent(0.9999) == ">99%"
+    assert percent(0.316) == "32%"
+
+
+def test_page_and_api_give_the_same_answer_first(client):
+    import re
+
+    photo = VALID_UPLOADS["jpeg"]()
+    body = _post(client, photo).json
+    assert body["advice"]["level"] in ("see_doctor_soon", "have_it_checked", "keep_watching")
+    assert body["advice"]["threshold"] == 0.3  # the fixture model's operating point
+    page = _post(client, photo, api=False).get_data(as_text=True)
+    fragment = client.post("/result", data={"image": (io.BytesIO(photo), "a.jpg")}).get_data(as_text=True)
+    for html in (page, fragment):
+        assert f'data-level="{body["advice"]["level"]}"' in html
+        assert body["advice"]["title"] in html
+        # The answer comes before the class detail and the heat map.
+        assert html.index('id="advice"') < html.index('id="top-class"') < html.index('id="heatmap"')
+    # The script's fragment is the form post's card, byte for byte (bar the measured inference time).
+    card = page[
+        page.index('<section class="card shadow-sm mb-3" id="result"') : page.index("</section>") + 10
+    ]
+    timing = re.compile(r"inference [\d.]+ ms")
+    assert timing.sub("", card) == timing.sub("", fragment.strip()[fragment.strip().index("<section") :])
+    assert "<h1" in page and "<h1" not in fragment
+
+
+def test_result_page_has_side_by_side_heat_map_with_legend(client):
+    html = _post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True)
+    assert 'id="photo" ' in html and 'id="heatmap" ' in html and 'id="heatmap-legend"' in html
+    assert 'src="data:image/jpeg;base64,' in html  # JPEG on the page, a fifth of the PNG's bytes
+    assert "e-0" not in html  # no "1.58e-07" anywhere
+
+
+def test_heat_map_on_the_frame_is_called_out(client, app, monkeypatch):
+    from webapp import heatmap
+
+    photo = Image.new("RGB", (160, 160), (180, 120, 100))
+    edge = np.zeros((10, 10), dtype=np.float32)
+    edge[0, :] = 1.0  # hottest along the top edge
+    centre = np.zeros((10, 10), dtype=np.float32)
+    centre[4:6, 4:6] = 1.0
+    assert heatmap.hot_area_on_frame(photo, edge)
+    assert not heatmap.hot_area_on_frame(photo, centre)
+    vignette = np.array(photo)
+    vignette[:, :40] = 0  # a black ring on the left, hot there
+    left = np.zeros((10, 10), dtype=np.float32)
+    left[3:7, 1:2] = 1.0
+    assert heatmap.hot_area_on_frame(Image.fromarray(vignette), left)
+    monkeypatch.setattr(heatmap, "hot_area_on_frame", lambda image, class_map: True)
+    assert 'id="frame-warning"' in _post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True)
+
+
+# --- Refusals and errors --------------------------------------------------------------------------
+@pytest.mark.parametrize("code", ["not_a_lesion", "not_dermoscopic", "poor_quality"])
+def test_gate_refusals_render_as_their_own_states(client, monkeypatch, code):
+    from webapp import api, errors, views
+    from webapp.prediction import UploadError
+
+    def refuse(upload, with_heatmap=True):
+        raise UploadError(f"Refused by the gate ({code}).", 422, code)
+
+    monkeypatch.setattr(views, "predict_upload", refuse)
+    monkeypatch.setattr(api, "predict_upload", refuse)
+    photo = VALID_UPLOADS["jpeg"]()
+    response = _post(client, photo)
+    assert response.status_code == 422 and response.json["error"]["code"] == code
+    title = errors.REFUSALS[code]["title"]
+    page = _post(client, photo, api=False)
+    fragment = client.post("/result", data={"image": (io.BytesIO(photo), "a.jpg")})
+    for answer in (page, fragment):
+        html = answer.get_data(as_text=True)
+        assert answer.status_code == 422 and title in html and f"Refused by the gate ({code})." in html
+        assert f'data-code="{code}"' in html and 'id="result"' not in html
+    assert 'id="upload-form"' in page.get_data(as_text=True)  # try again on the same page
+
+
+def test_every_api_error_carries_a_stable_code(client):
+    spec_codes = set(
+        client.get("/api/v1/openapi.json").json["components"]["schemas"]["Error"]["properties"]["error"][
+            "properties"
+        ]["code"]["enum"]
+    )  # noqa: E501
+    answers = [
+        client.get("/api/v1/nothing"),
+        client.get("/api/v1/predict"),
+        client.post("/api/v1/predict", data={}, content_type="multipart/form-data"),
+        client.post("/api/v1/predict", json={"image": "x"}),
+        _post(client, b"text", "a.txt"),
+        client.post("/api/v1/predict?heatmap=banana", data={"image": (io.BytesIO(b"x"), "a.jpg")}),
+    ]
+    for response in answers:
+        error = response.json["error"]
+        assert error["code"] in spec_codes and error["status"] == response.status_code and error["message"]
+
+
+def test_405_names_the_allowed_methods(client):
+    response = client.get("/api/v1/predict")
+    assert response.status_code == 405 and response.json["error"]["code"] == "method_not_allowed"
+    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert "GET" in client.delete("/about").headers["Allow"]
+
+
+def test_wrong_field_name_is_named(client):
+    response = client.post("/api/v1/predict", data={"photo": (io.BytesIO(VALID_UPLOADS["jpeg"]()), "a.jpg")})
+    message = response.json["error"]["message"]
+    assert response.status_code == 400 and response.json["error"]["code"] == "missing_image"
+    assert "`image`" in message and "`photo`" in message
+
+
+def test_json_body_is_told_to_send_multipart(client):
+    response = client.post("/api/v1/predict", json={"image": "aGVsbG8="})
+    assert response.status_code == 415
+    assert (
+        "multipart/form-data" in response.json["error"]["message"]
+        and "application/json" in response.json["error"]["message"]
+    )
+
+
+@pytest.mark.parametrize("value", ["banana", "2", "maybe"])
+def test_invalid_heatmap_value_is_a_400(client, value):
+    data = {"image": (io.BytesIO(VALID_UPLOADS["jpeg"]()), "a.jpg")}
+    response = client.post(f"/api/v1/predict?heatmap={value}", data=data)
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_parameter"
+    assert "`heatmap`" in response.json["error"]["message"] and value in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize(("value", "present"), [("yes", True), ("on", True), ("0", False), ("off", False)])
+def test_heatmap_accepts_every_documented_value(client, value, present):
+    data = {"image": (io.BytesIO(VALID_UPLOADS["jpeg"]()), "a.jpg"), "heatmap": value}
+    body = client.post("/api/v1/predict", data=data).json
+    assert ("heatmap_png_base64" in body) is present
+
+
+def test_ten_thousand_form_fields_get_the_right_message(client):
+    data = {f"field{i}": "x" for i in range(10_000)}
+    data["image"] = (io.BytesIO(VALID_UPLOADS["jpeg"]()), "a.jpg")
+    response = client.post("/api/v1/predict", data=data)
+    assert response.status_code == 413 and response.json["error"]["code"] == "too_many_fields"
+    message = response.json["error"]["message"]
+    assert "too many fields" in message and "`image`" in message and "MB" not in message
+
+
+def test_openapi_has_operation_ids_examples_and_every_error(client):
+    spec = client.get("/api/v1/openapi.json").json
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) == len(operations)
+    predict = spec["paths"]["/api/v1/predict"]["post"]["responses"]
+    assert {"200", "400", "405", "413", "415", "422", "500"} <= set(predict)
+    assert "Allow" in predict["405"]["headers"]
+    for op in operations:
+        for status, response in op["responses"].items():
+            content = response["content"]["application/json"]
+            assert "example" in content, (op["operationId"], status)
+            name = content["schema"]["$ref"].rsplit("/", 1)[1]
+            _validate(content["example"], name, spec)
+    assert spec["components"]["responses"]["NotFound"]
+
+
+def test_about_page_reads_how_good_it_is_from_the_committed_metadata(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from model.advice import percent
+    from webapp import create_app
+
+    model_dir = tmp_path / "evaluated"
+    shutil.copytree(tiny_model_dir, model_dir)
+    metadata = json.loads((model_dir / config.METADATA_FILE).read_text())
+    committed = json.loads((config.MODEL_DIR / config.METADATA_FILE).read_text())
+    metadata["metrics"] = committed["metrics"]
+    (model_dir / config.METADATA_FILE).write_text(json.dumps(metadata))
+    html = (
+        create_app({"TESTING": True, "MODEL_DIR": str(model_dir)})
+        .test_client()
+        .get("/about")
+        .get_data(as_text=True)
+    )
+    test = committed["metrics"]["test"]
+    low, high = test["intervals_95"]["malignant_sensitivity"]
+    sensitivity = percent(test["malignant_sensitivity"])
+    assert f"<strong>{sensitivity}</strong> (95% interval {percent(low)} to {percent(high)})" in html
+    assert percent(committed["metrics"]["operating_point"]["malignant_threshold"]) in html
+    for source in test.get("by_source", {}):
+        assert source in html

@@ -8,12 +8,9 @@ import os
 from pathlib import Path
 
 from flask import Flask, Request
-from flask_bootstrap import Bootstrap5
 
 from model import config
 from webapp.classifier import Classifier
-
-bootstrap = Bootstrap5()
 
 
 class InMemoryRequest(Request):
@@ -31,7 +28,6 @@ DEFAULTS = {
     "MODEL_DIR": str(config.MODEL_DIR),
     # Phone photos are 2-8 MB as JPEG; 16-bit PNGs and HEIC-to-JPEG exports a bit more.
     "MAX_CONTENT_LENGTH": 12 * 1024 * 1024,
-    "BOOTSTRAP_SERVE_LOCAL": True,  # every asset from this app: the page works with no internet
     "INFERENCE_THREADS": 1,
 }
 
@@ -59,11 +55,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["MODEL_DIR"], app.config["INFERENCE_THREADS"]
     )
 
-    bootstrap.init_app(app)
-    from webapp import api, errors, security, views
+    from webapp import api, assets, errors, security, views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     errors.init_app(app)
     security.init_app(app)
+    assets.init_app(app)
     return app

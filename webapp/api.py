@@ -8,20 +8,32 @@ import numpy as np
 from flask import Blueprint, jsonify, request
 
 from webapp.errors import error_response
-from webapp.openapi import openapi_document
-from webapp.prediction import UploadError, classifier, predict_upload
+from webapp.openapi import HEATMAP_FALSE, HEATMAP_TRUE, openapi_document
+from webapp.prediction import UploadError, classifier, predict_upload, uploaded_image
 
 bp = Blueprint("api", __name__)
 
-TRUE_VALUES = ("1", "true", "yes", "on")
+
+def heatmap_wanted() -> bool:
+    """The `heatmap` parameter (query or form) as a boolean; any other value is a 400."""
+    value = request.args.get("heatmap")
+    if value is None and request.mimetype == "multipart/form-data":
+        value = request.form.get("heatmap")
+    value = (value or "").strip().lower()
+    if value and value not in HEATMAP_TRUE + HEATMAP_FALSE:
+        raise UploadError(
+            f"The parameter `heatmap` must be true or false (also 1/0, yes/no, on/off); got {value[:40]!r}.",
+            code="invalid_parameter",
+        )
+    return value in HEATMAP_TRUE
 
 
 @bp.post("/api/v1/predict")
 def predict():
     """Classify a multipart image upload (field `image`); `heatmap=true` adds the heat map PNG."""
-    want_heatmap = request.args.get("heatmap", request.form.get("heatmap", "")).lower() in TRUE_VALUES
     try:
-        result = predict_upload(request.files.get("image"), with_heatmap=want_heatmap)
+        want_heatmap = heatmap_wanted()
+        result = predict_upload(uploaded_image(request), with_heatmap=want_heatmap)
     except UploadError as exc:
         return error_response(exc.status, str(exc), exc.code)
     prediction = result.prediction
@@ -34,6 +46,7 @@ def predict():
         "risk_group": prediction.risk_group,
         "risk_probabilities": prediction.risk_probabilities,
         "malignant_flag": prediction.malignant_flag,
+        "advice": prediction.advice.as_dict(),
         "inference_ms": round(prediction.inference_ms, 3),
         "disclaimer": "Not a diagnosis. See a doctor about any lesion that worries you.",
     }

@@ -16,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from model import config, integrity
+from model.advice import Advice, advise
 from model.preprocessing import to_model_input
 
 # The exit status of a server that refuses to start because its model folder fails the checks
@@ -37,6 +38,7 @@ class Prediction:
     risk_group: str
     risk_probabilities: dict[str, float]
     malignant_flag: bool
+    advice: Advice  # the one answer shown first, by the rule of model.advice
     class_map: np.ndarray  # (8, 8) activation map of the top class, for the heat map
     inference_ms: float
 
@@ -146,6 +148,7 @@ class Classifier:
             risk_group=config.RISK_OF_CLASS[self.class_names[top]],
             risk_probabilities=risk,
             malignant_flag=risk["malignant"] >= self.malignant_threshold,
+            advice=advise(risk, self.metadata),
             class_map=class_maps[:, :, top],
             inference_ms=elapsed_ms,
         )

@@ -1,4 +1,4 @@
-"""Error pages and JSON errors: a clear message and a 4xx, never a stack trace."""
+"""Error pages and JSON errors: a clear message, a stable code and a 4xx, never a stack trace."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServe
 
 log = logging.getLogger(__name__)
 
-# Stable machine-readable codes: clients branch on `code`, people read `message`. Refusals of the
-# image gate (422) add their own codes (not_a_lesion, not_dermoscopic, poor_quality).
+# Stable machine-readable codes: clients branch on `code`, people read `message`. These are the
+# defaults per status; an UploadError may carry a more precise one (listed in EXTRA_CODES).
 CODES = {
     400: "bad_request",
     404: "not_found",
@@ -22,6 +22,30 @@ CODES = {
     500: "internal_error",
     503: "not_ready",
 }
+# Refusals of the image gate (422): the photo is readable but not one the model can judge.
+REFUSALS = {
+    "not_a_lesion": {
+        "title": "This does not look like a photo of a skin lesion",
+        "next_step": "Take a close, sharp photo of one spot on the skin, with the spot filling most of the "
+        "picture, and try again.",
+    },
+    "not_dermoscopic": {
+        "title": "This is not a dermatoscope photo",
+        "next_step": "The model only learned from photos taken through a dermatoscope (a skin magnifier with "
+        "its own light), so it cannot judge an ordinary photo. A doctor can look at the spot itself.",
+    },
+    "poor_quality": {
+        "title": "The photo is too unclear to judge",
+        "next_step": "Take the photo again in good light, held steady and in focus, with the spot in the "
+        "middle of the picture.",
+    },
+}
+EXTRA_CODES = {
+    "missing_image": 400,
+    "invalid_parameter": 400,
+    "too_many_fields": 413,
+    **{code: 422 for code in REFUSALS},
+}
 
 MESSAGES = {
     400: "The request could not be understood.",
@@ -31,6 +55,12 @@ MESSAGES = {
     413: "The file is too large. Please upload a photo under {limit} MB.",
     500: "Something went wrong on our side. Please try again.",
 }
+FORM_TOO_BIG = (
+    "The form has too many fields or a text field that is too long (at most {parts} fields). "
+    "Send only the photo in the field `image`."
+)
+# The page's script asks for the result as an HTML fragment at this path; its errors are fragments too.
+FRAGMENT_PATH = "/result"
 
 
 def wants_json() -> bool:
@@ -41,14 +71,33 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+def problem(status: int, message: str, code: str) -> dict:
+    """What a person sees about a failed upload: a title, the cause, and what to do next."""
+    refusal = REFUSALS.get(code)
+    if refusal:
+        return {"status": status, "code": code, "message": message, "refusal": True, **refusal}
+    title = "Something went wrong on our side" if status >= 500 else "The photo could not be analysed"
+    next_step = "Please try again in a moment." if status >= 500 else "Choose another photo and try again."
+    return {
+        "status": status,
+        "code": code,
+        "message": message,
+        "refusal": False,
+        "title": title,
+        "next_step": next_step,
+    }
+
+
 def error_response(status: int, message: str, code: str | None = None):
     """A JSON body `{"error": {"code", "message", "status"}}` or an HTML page, and the status."""
     code = code or CODES.get(status, "error")
     if wants_json():
         return jsonify({"error": {"code": code, "message": message, "status": status}}), status
+    if request.method == "POST" and request.path == FRAGMENT_PATH:
+        return render_template("_problem.html", problem=problem(status, message, code)), status
     if request.method == "POST" and request.path == "/":
         # A failed upload goes back to the upload form, so the person can try another photo.
-        return render_template("index.html", error=message), status
+        return render_template("index.html", problem=problem(status, message, code)), status
     return render_template("error.html", status=status, message=message), status
 
 
@@ -57,9 +106,21 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http(error: HTTPException):
+        status = error.code or 500
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        message = MESSAGES.get(error.code, error.description or "").format(limit=limit)
-        return error_response(error.code or 500, message)
+        message = MESSAGES.get(status, error.description or "").format(limit=limit)
+        code = None
+        length = request.content_length
+        if status == 413 and length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
+            # Werkzeug raises 413 for too many form parts too; that is not a file size problem.
+            message, code = (
+                FORM_TOO_BIG.format(parts=app.config.get("MAX_FORM_PARTS", 1000)),
+                "too_many_fields",
+            )
+        response = app.make_response(error_response(status, message, code))
+        if status == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
 
     @app.errorhandler(TimeoutError)
     @app.errorhandler(ClientDisconnected)

@@ -8,6 +8,13 @@ import numpy as np
 from PIL import Image
 
 DISPLAY_SIZE = 320  # longest side of the picture returned to the browser or API client
+# Where a dermatoscope's frame lies: the outer band of the picture (this share of each side) and the
+# near-black vignette anywhere (luminance below DARK_LUMINANCE of 255).
+FRAME_BORDER_SHARE = 0.1
+DARK_LUMINANCE = 40
+# The hot area: the part of the normalised map at or above this value.
+HOT_LEVEL = 0.7
+PAGE_JPEG_QUALITY = 85  # the page shows JPEGs: a fifth of the PNG's bytes, no visible loss at 320 px
 
 # A perceptually ordered blue -> yellow -> red ramp (anchor colours of matplotlib's "turbo").
 _ANCHORS = np.array(
@@ -54,6 +61,40 @@ def display_copy(image: Image.Image) -> Image.Image:
     scale = DISPLAY_SIZE / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+def hot_area_on_frame(image: Image.Image, class_map: np.ndarray) -> bool:
+    """Whether most of the map's hot area lies on the frame or vignette rather than on the lesion."""
+    photo = display_copy(image)
+    weights = np.asarray(
+        Image.fromarray(normalise_map(class_map)).resize(photo.size, Image.Resampling.BICUBIC)
+    )
+    hot = weights >= HOT_LEVEL
+    if not hot.any() or float(class_map.max() - class_map.min()) < 1e-12:
+        return False
+    return float(frame_mask(photo)[hot].mean()) > 0.5
+
+
+def frame_mask(photo: Image.Image) -> np.ndarray:
+    """True where a pixel is in the outer band of the picture or near black (the vignette)."""
+    height, width = photo.height, photo.width
+    band_y, band_x = round(height * FRAME_BORDER_SHARE), round(width * FRAME_BORDER_SHARE)
+    mask = np.ones((height, width), dtype=bool)
+    mask[band_y : height - band_y, band_x : width - band_x] = False
+    return mask | (np.asarray(photo.convert("L")) < DARK_LUMINANCE)
+
+
+def legend(width: int = 256, height: int = 12) -> Image.Image:
+    """The colour ramp from low (left) to high (right), drawn from the same anchors as the map."""
+    ramp = colourise(np.linspace(0, 1, width, dtype=np.float32))
+    return Image.fromarray(np.repeat(ramp[np.newaxis], height, axis=0))
+
+
+def jpeg_bytes(image: Image.Image, quality: int = PAGE_JPEG_QUALITY) -> bytes:
+    """Encode an image as JPEG (for the page; the API keeps PNG)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
 
 
 def png_bytes(image: Image.Image) -> bytes:

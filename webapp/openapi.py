@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from model import config
+from model import advice, config
+from webapp.errors import CODES, EXTRA_CODES, REFUSALS
 
+# Values of the `heatmap` parameter; webapp.api refuses any other with a 400.
+HEATMAP_TRUE = ("true", "1", "yes", "on")
+HEATMAP_FALSE = ("false", "0", "no", "off")
+HEATMAP_VALUES = HEATMAP_TRUE + HEATMAP_FALSE
 _PROBABILITIES = {
     "type": "object",
     "properties": {name: {"type": "number", "minimum": 0, "maximum": 1} for name in config.CLASS_NAMES},
@@ -21,11 +26,47 @@ _ERROR = {
     "properties": {
         "error": {
             "type": "object",
-            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
-            "required": ["status", "message"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "enum": sorted(set(CODES.values()) | set(EXTRA_CODES)),
+                    "description": "Stable and machine-readable: branch on this, not on the message.",
+                },
+                "message": {"type": "string", "description": "For people: the field and the real cause."},
+                "status": {"type": "integer"},
+            },
+            "required": ["code", "message", "status"],
         }
     },
     "required": ["error"],
+}
+_ADVICE = {
+    "type": "object",
+    "description": "The one answer, by the rule of model/advice.py: 'see_doctor_soon' when P(malignant) "
+    "reaches the validated malignant threshold; else 'have_it_checked' when P(malignant) + "
+    "P(pre-malignant) reaches it; else 'keep_watching'. A model without a validated threshold always "
+    "says 'have_it_checked'.",
+    "properties": {
+        "level": {"type": "string", "enum": list(advice.LEVEL_ORDER)},
+        "title": {"type": "string"},
+        "next_step": {"type": "string"},
+        "reason": {"type": "string"},
+        "malignant_probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "pre_malignant_probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "sensitivity": {"type": "string"},
+    },
+    "required": [
+        "level",
+        "title",
+        "next_step",
+        "reason",
+        "malignant_probability",
+        "pre_malignant_probability",
+        "threshold",
+        "sensitivity",
+    ],
+    "additionalProperties": False,
 }
 _PREDICTION = {
     "type": "object",
@@ -44,6 +85,7 @@ _PREDICTION = {
             "type": "boolean",
             "description": "P(malignant group) is at or above the operating point chosen on validation.",
         },
+        "advice": {"$ref": "#/components/schemas/Advice"},
         "inference_ms": {"type": "number", "minimum": 0},
         "disclaimer": {"type": "string"},
         "heatmap_png_base64": {
@@ -60,32 +102,96 @@ _PREDICTION = {
         "risk_group",
         "risk_probabilities",
         "malignant_flag",
+        "advice",
         "inference_ms",
         "disclaimer",
     ],
 }
 
 
+ERROR_DESCRIPTIONS = {
+    400: "No file in the field `image` (code missing_image), an invalid `heatmap` value (invalid_parameter), "
+    "or an empty, truncated or corrupt image (bad_request).",
+    404: "No such route.",
+    405: "The route exists but not for this method; the Allow header lists the methods it takes.",
+    408: "The upload stalled (no data for 10 s) before it was complete.",
+    413: "Upload over the size limit or an image with too many pixels (payload_too_large), or a form with "
+    "too many fields (too_many_fields).",
+    415: "Not an image, an unsupported image format, or a body that is not multipart/form-data.",
+    422: "A readable image that the model cannot judge: " + ", ".join(REFUSALS) + ".",
+    500: "An unexpected error; details go to the server log only.",
+    503: "The model is not ready.",
+}
+ERROR_EXAMPLES = {
+    400: ("missing_image", "No file was uploaded in the field `image`. Choose a photo of the skin lesion."),
+    404: ("not_found", "There is no page at this address."),
+    405: ("method_not_allowed", "This address does not accept that method."),
+    408: ("request_timeout", "The upload stalled before it was complete. Please try again."),
+    413: ("payload_too_large", "The file is too large. Please upload a photo under 12 MB."),
+    415: ("unsupported_media_type", "This file is not an image (JPEG, PNG, WebP, GIF, BMP or TIFF)."),
+    422: ("not_dermoscopic", "This looks like an ordinary photo, not one taken through a dermatoscope."),
+    500: ("internal_error", "Something went wrong on our side. Please try again."),
+    503: ("not_ready", "model output is not a distribution"),
+}
+
+
 def _error_responses(*codes: int) -> dict:
-    descriptions = {
-        400: "Empty, truncated or corrupt image, or no file.",
-        408: "The upload stalled (no data for 10 s) before it was complete.",
-        413: "Upload over the size limit, or an image with too many pixels.",
-        415: "Not an image, or an unsupported image format.",
-        422: "An image that cannot be classified (code poor_quality: most of the picture is missing).",
-        503: "The model is not ready.",
-    }
-    return {
-        str(code): {
-            "description": descriptions[code],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    responses = {}
+    for status in codes:
+        code, message = ERROR_EXAMPLES[status]
+        example = {"error": {"code": code, "message": message, "status": status}}
+        responses[str(status)] = {
+            "description": ERROR_DESCRIPTIONS[status],
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": example}
+            },
         }
-        for code in codes
+        if status == 405:
+            responses[str(status)]["headers"] = {
+                "Allow": {"description": "The methods this route takes.", "schema": {"type": "string"}}
+            }
+    return responses
+
+
+def _json_ok(description: str, schema: dict, example: dict | None = None) -> dict:
+    content = {"schema": schema} | ({"example": example} if example is not None else {})
+    return {"200": {"description": description, "content": {"application/json": content}}}
+
+
+def metadata_example() -> dict:
+    """An illustrative, shortened /api/v1/model answer (the real one adds training, data and metrics)."""
+    return {
+        "name": "skin_cnn",
+        "version": "1.0.0",
+        "class_names": list(config.CLASS_NAMES),
+        "risk_groups": {group: list(classes) for group, classes in config.RISK_GROUPS.items()},
+        "input": {"size": list(config.IMAGE_SIZE)},
+        "metrics": {"operating_point": {"malignant_threshold": 0.3, "chosen_on": "validation"}},
     }
 
 
-def _json_ok(description: str, schema: dict) -> dict:
-    return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}}
+def prediction_example() -> dict:
+    """An illustrative answer (made-up numbers, valid against the Prediction schema)."""
+    probabilities = dict.fromkeys(config.CLASS_NAMES, 0.0) | {
+        "nevus": 0.7,
+        "melanoma": 0.2,
+        "dermatofibroma": 0.1,
+    }
+    risk = {group: sum(probabilities[c] for c in classes) for group, classes in config.RISK_GROUPS.items()}
+    return {
+        "model": {"name": "skin_cnn", "version": "1.0.0"},
+        "top_class": "nevus",
+        "probabilities": probabilities,
+        "melanoma_probability": 0.2,
+        "risk_group": "benign",
+        "risk_probabilities": risk,
+        "malignant_flag": False,
+        "advice": advice.advise(
+            risk, {"metrics": {"operating_point": {"malignant_threshold": 0.3}}}
+        ).as_dict(),
+        "inference_ms": 2.1,
+        "disclaimer": "Not a diagnosis. See a doctor about any lesion that worries you.",
+    }
 
 
 def openapi_document() -> dict:
@@ -102,13 +208,19 @@ def openapi_document() -> dict:
             "/api/v1/predict": {
                 "post": {
                     "summary": "Classify one image",
+                    "operationId": "predict",
+                    "description": "The photo goes in the multipart field `image`. Answers one level of "
+                    "concern (`advice`) with its next step, then the per-class detail. Uploads are neither "
+                    "stored nor logged.",
                     "parameters": [
                         {
                             "name": "heatmap",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
-                            "description": "Add the heat map as base64 PNG.",
+                            "schema": {"type": "string", "enum": list(HEATMAP_VALUES)},
+                            "description": "Add the heat map as base64 PNG. Any other value is a 400 "
+                            "(code invalid_parameter).",
+                            "example": "true",
                         }
                     ],
                     "requestBody": {
@@ -117,43 +229,65 @@ def openapi_document() -> dict:
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
-                                    "properties": {"image": {"type": "string", "format": "binary"}},
+                                    "properties": {
+                                        "image": {"type": "string", "format": "binary"},
+                                        "heatmap": {"type": "string", "enum": list(HEATMAP_VALUES)},
+                                    },
                                     "required": ["image"],
                                 }
                             }
                         },
                     },
                     "responses": {
-                        **_json_ok("The prediction", {"$ref": "#/components/schemas/Prediction"}),
-                        **_error_responses(400, 408, 413, 415, 422),
+                        **_json_ok(
+                            "The prediction",
+                            {"$ref": "#/components/schemas/Prediction"},
+                            prediction_example(),
+                        ),
+                        **_error_responses(400, 405, 408, 413, 415, 422, 500),
                     },
                 }
             },
             "/api/v1/model": {
                 "get": {
                     "summary": "Metadata of the served model",
-                    "responses": _json_ok("Model metadata", {"$ref": "#/components/schemas/ModelMetadata"}),
+                    "operationId": "getModel",
+                    "responses": {
+                        **_json_ok(
+                            "Model metadata",
+                            {"$ref": "#/components/schemas/ModelMetadata"},
+                            metadata_example(),
+                        ),
+                        **_error_responses(405, 500),
+                    },
                 }
             },
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
-                    "responses": _json_ok("Alive", {"$ref": "#/components/schemas/Status"}),
+                    "operationId": "getLiveness",
+                    "responses": {
+                        **_json_ok("Alive", {"$ref": "#/components/schemas/Status"}, {"status": "ok"}),
+                        **_error_responses(405),
+                    },
                 }
             },
             "/readyz": {
                 "get": {
                     "summary": "Readiness: model loaded and answering",
+                    "operationId": "getReadiness",
                     "responses": {
-                        **_json_ok("Ready", {"$ref": "#/components/schemas/Status"}),
-                        **_error_responses(503),
+                        **_json_ok("Ready", {"$ref": "#/components/schemas/Status"}, {"status": "ready"}),
+                        **_error_responses(405, 500, 503),
                     },
                 }
             },
         },
         "components": {
+            "responses": {"NotFound": _error_responses(404)["404"]},
             "schemas": {
                 "Prediction": _PREDICTION,
+                "Advice": _ADVICE,
                 "Error": _ERROR,
                 "Status": {
                     "type": "object",
@@ -172,6 +306,6 @@ def openapi_document() -> dict:
                     },
                     "required": ["name", "version", "class_names", "risk_groups", "input"],
                 },
-            }
+            },
         },
     }

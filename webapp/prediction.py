@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import Request, current_app
+from PIL import Image
 from werkzeug.datastructures import FileStorage
 
 from model.preprocessing import ImageError, ImageTooLarge, IncompleteImage, UnsupportedImage, decode_image
 from webapp import heatmap
 from webapp.classifier import Classifier, Prediction
+
+IMAGE_FIELD = "image"  # the multipart field of the photo, for the form and the API
 
 
 class UploadError(ValueError):
@@ -28,6 +31,7 @@ class Result:
 
     prediction: Prediction
     heatmap_png: bytes
+    image: Image.Image | None = None  # the decoded upload, in memory only, for the page's pictures
 
 
 def classifier() -> Classifier:
@@ -35,10 +39,37 @@ def classifier() -> Classifier:
     return current_app.extensions["classifier"]
 
 
+def uploaded_image(request: Request) -> FileStorage:
+    """The file in the field `image`, or an UploadError that names the field and the real cause."""
+    if request.mimetype != "multipart/form-data":
+        kind = request.mimetype or "a request without a body type"
+        raise UploadError(
+            f"Send the photo as multipart/form-data in the field `{IMAGE_FIELD}`; this request is {kind}.",
+            415,
+        )
+    upload = request.files.get(IMAGE_FIELD)
+    if upload is None and request.files:
+        fields = ", ".join(f"`{name}`" for name in request.files)
+        raise UploadError(
+            f"No file was uploaded in the field `{IMAGE_FIELD}`: the request has a file in {fields}. "
+            f"Send the photo in the field `{IMAGE_FIELD}`.",
+            code="missing_image",
+        )
+    if upload is None or not upload.filename:
+        raise UploadError(
+            f"No file was uploaded in the field `{IMAGE_FIELD}`. Choose a photo of the skin lesion.",
+            code="missing_image",
+        )
+    return upload
+
+
 def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Result:
     """Decode an uploaded file (in memory only), classify it, and draw the heat map."""
     if upload is None or not upload.filename:
-        raise UploadError("No file was uploaded. Choose a photo of the skin lesion.")
+        raise UploadError(
+            f"No file was uploaded in the field `{IMAGE_FIELD}`. Choose a photo of the skin lesion.",
+            code="missing_image",
+        )
     data = upload.read()  # held in memory only; never written to disk or logged
     model = classifier()
     try:
@@ -47,8 +78,8 @@ def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Res
         raise UploadError(str(exc), *_status_for(exc)) from None
     prediction = model.predict(image)
     if not with_heatmap:
-        return Result(prediction, b"")
-    return Result(prediction, heatmap.png_bytes(heatmap.overlay(image, prediction.class_map)))
+        return Result(prediction, b"", image)
+    return Result(prediction, heatmap.png_bytes(heatmap.overlay(image, prediction.class_map)), image)
 
 
 def data_uri(content: bytes, mime: str) -> str:

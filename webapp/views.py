@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from flask import Blueprint, abort, render_template, request, send_from_directory
 
-from model import config
+from model import advice, config
 from model.model_card import limitation_lines
+from webapp import heatmap
 from webapp.errors import error_response
-from webapp.prediction import UploadError, classifier, data_uri, predict_upload
+from webapp.prediction import Result, UploadError, classifier, data_uri, predict_upload, uploaded_image
 
 bp = Blueprint("site", __name__)
 
-# Evaluation plots that the About page may show; nothing else of the model folder is served.
+# Evaluation plots that the About page may show (folder, text alternative); nothing else of the model
+# folder is served.
 PLOTS = {
-    "confusion_test.png": "evaluation",
-    "roc_test.png": "evaluation",
-    "reliability_test.png": "evaluation",
-    "confusion_val.png": "evaluation",
-    "training_curves.png": "",
+    "confusion_test.png": (
+        "evaluation",
+        "Confusion matrix on the Test set: for each true class, how many images the model put in each class.",
+    ),
+    "roc_test.png": (
+        "evaluation",
+        "ROC curves on the Test set: true-positive against false-positive rate for each class.",
+    ),
+    "reliability_test.png": (
+        "evaluation",
+        "Reliability diagram on the Test set: how often the model was right against how sure it was.",
+    ),
+    "confusion_val.png": ("evaluation", "Confusion matrix on the validation split."),
+    "training_curves.png": ("", "Training curves: loss and accuracy per epoch on training and validation."),
 }
+
+
+@bp.app_context_processor
+def upload_settings() -> dict:
+    """Settings the upload form hands to the page's script."""
+    return {"upload_max_side": config.UPLOAD_MAX_SIDE}
 
 
 @bp.get("/")
@@ -33,24 +51,51 @@ def index():
 def predict():
     """A plain form post: classify the photo and render the result page."""
     try:
-        result = predict_upload(request.files.get("image"))
+        result = predict_upload(uploaded_image(request), with_heatmap=False)
     except UploadError as exc:
         return error_response(exc.status, str(exc), exc.code)
+    return render_template("result.html", **result_context(result))
+
+
+@bp.post("/result")
+def result_fragment():
+    """The same result as the form post, as an HTML fragment for the page's script to put in place."""
+    try:
+        result = predict_upload(uploaded_image(request), with_heatmap=False)
+    except UploadError as exc:
+        return error_response(exc.status, str(exc), exc.code)
+    return render_template("_result.html", **result_context(result))
+
+
+def result_context(result: Result) -> dict:
+    """Everything the one result template shows, derived from one prediction."""
     prediction = result.prediction
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
-    return render_template(
-        "result.html",
-        prediction=prediction,
-        ranked=ranked,
-        risk_of_class=config.RISK_OF_CLASS,
-        heatmap_uri=data_uri(result.heatmap_png, "image/png"),
-        metadata=classifier().metadata,
-    )
+    return {
+        "prediction": prediction,
+        "advice": prediction.advice,
+        "ranked": ranked,
+        "risk_of_class": config.RISK_OF_CLASS,
+        "percent": advice.percent,
+        "photo_uri": data_uri(heatmap.jpeg_bytes(heatmap.display_copy(result.image)), "image/jpeg"),
+        "heatmap_uri": data_uri(
+            heatmap.jpeg_bytes(heatmap.overlay(result.image, prediction.class_map)), "image/jpeg"
+        ),
+        "legend_uri": legend_uri(),
+        "hot_on_frame": heatmap.hot_area_on_frame(result.image, prediction.class_map),
+        "metadata": classifier().metadata,
+    }
+
+
+@cache
+def legend_uri() -> str:
+    """The heat map's colour legend, drawn once from the same colour ramp as the map."""
+    return data_uri(heatmap.png_bytes(heatmap.legend()), "image/png")
 
 
 @bp.get("/about")
 def about():
-    """What the model is, how it was trained and how well it does, from its metadata."""
+    """What the model is, how good it is, what it cannot do, then how it works, from its metadata."""
     metadata = classifier().metadata
     return render_template(
         "about.html",
@@ -59,6 +104,9 @@ def about():
         risk_groups=config.RISK_GROUPS,
         plots=_available_plots(),
         limitations=limitation_lines(),
+        threshold=advice.operating_threshold(metadata),
+        levels=[(level, advice.LEVELS[level]) for level in advice.LEVEL_ORDER],
+        percent=advice.percent,
     )
 
 
@@ -67,10 +115,10 @@ def plot(name: str):
     """One evaluation plot of the served model."""
     if name not in PLOTS:
         abort(404)
-    folder = Path(classifier().model_dir) / PLOTS[name]
+    folder = Path(classifier().model_dir) / PLOTS[name][0]
     return send_from_directory(folder, name, max_age=3600)
 
 
-def _available_plots() -> list[str]:
+def _available_plots() -> list[tuple[str, str]]:
     model_dir = Path(classifier().model_dir)
-    return [name for name, sub in PLOTS.items() if (model_dir / sub / name).is_file()]
+    return [(name, alt) for name, (sub, alt) in PLOTS.items() if (model_dir / sub / name).is_file()]

@@ -1,31 +1,53 @@
-// Progressive enhancement of the upload form: drag-and-drop, a preview, and the result shown in
-// place via the JSON API. Without JavaScript the form posts to "/" and the server renders the result.
+// Progressive enhancement of the upload form. Without JavaScript the form posts to "/" and the server
+// renders the result page. With it: drag-and-drop, a preview, the photo shrunk in the browser before
+// upload (upright, as EXIF says), a real progress bar, and the result shown in place. The result is the
+// server's own rendering (POST /result returns the same template as the form post), never rebuilt here.
 (function () {
   "use strict";
   const form = document.getElementById("upload-form");
-  if (!form || !window.fetch || !window.FormData) return;
+  if (!form || !window.FormData || !window.XMLHttpRequest) return;
   const input = document.getElementById("image");
   const dropZone = document.getElementById("drop-zone");
   const preview = document.getElementById("preview");
-  const errorBox = document.getElementById("js-error");
   const slot = document.getElementById("result-slot");
   const submit = document.getElementById("submit");
+  const status = document.getElementById("status");
+  const progressBox = document.getElementById("progress-box");
+  const progress = document.getElementById("upload-progress");
+  const maxSide = Number(form.dataset.maxSide) || 1280;
   let previewUrl = null;
+  let busy = false;
 
-  function showError(message) {
-    errorBox.textContent = message;
-    errorBox.classList.remove("d-none");
+  // One place that sets what the person sees: idle, sending (with %), analysing, done, error, offline.
+  function setState(state, text, percent) {
+    form.dataset.state = state;
+    status.textContent = text || "";
+    const working = state === "sending" || state === "analysing";
+    progressBox.classList.toggle("d-none", !working);
+    if (state === "sending") progress.value = percent || 0;
+    if (state === "analysing") progress.removeAttribute("value"); // indeterminate: the server is working
+    submit.disabled = working;
+    submit.textContent = { sending: "Sending\u2026", analysing: "Analysing\u2026" }[state] || "Analyse the photo";
+    busy = working;
   }
 
-  function showPreview(file) {
+  function clearResult() {
+    slot.replaceChildren();
+    const served = document.getElementById("problem"); // a form post's error, above the form
+    if (served) served.remove();
+  }
+
+  function choose(file) {
+    clearResult(); // a new photo never sits above an old answer
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
     preview.src = previewUrl;
     preview.classList.remove("d-none");
+    setState("ready", "");
   }
 
   input.addEventListener("change", function () {
-    if (input.files.length) showPreview(input.files[0]);
+    if (input.files.length) choose(input.files[0]);
   });
   ["dragenter", "dragover"].forEach(function (name) {
     dropZone.addEventListener(name, function (event) {
@@ -40,119 +62,121 @@
     event.preventDefault();
     if (event.dataTransfer.files.length) {
       input.files = event.dataTransfer.files;
-      showPreview(input.files[0]);
+      choose(input.files[0]);
     }
   });
 
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
+  // Shrink a large photo to maxSide on its longest side as JPEG. createImageBitmap applies the EXIF
+  // orientation, so the pixels sent are upright. Anything the browser cannot decode goes unchanged, so
+  // that the server gives its own clear answer about it.
+  async function shrink(file) {
+    if (!window.createImageBitmap || !file.type.startsWith("image/")) return file;
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    } catch (err) {
+      return file;
+    }
+    const scale = maxSide / Math.max(bitmap.width, bitmap.height);
+    if (scale >= 1) { bitmap.close(); return file; }
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    const blob = await new Promise(function (resolve) { canvas.toBlob(resolve, "image/jpeg", 0.92); });
+    return blob && blob.size < file.size ? new File([blob], "photo.jpg", { type: "image/jpeg" }) : file;
   }
 
-  function percent(p) { return (p * 100).toFixed(1) + "%"; }
-
-  function renderResult(body) {
-    const card = element("div", "card shadow-sm");
-    card.id = "result";
-    const cardBody = element("div", "card-body");
-    const title = element("h2", "h4 card-title", "Most likely: ");
-    const top = element("span", "", body.top_class);
-    top.id = "top-class";
-    title.appendChild(top);
-    cardBody.appendChild(title);
-
-    const risk = element("p", "mb-1", "Risk group of that class: ");
-    const badge = element("span", "badge risk-" + body.risk_group, body.risk_group);
-    badge.id = "risk-group";
-    risk.appendChild(badge);
-    cardBody.appendChild(risk);
-
-    const melanoma = element("p", "mb-1", "Melanoma probability: ");
-    const melanomaValue = element("strong", "", percent(body.melanoma_probability));
-    melanomaValue.id = "melanoma-probability";
-    melanoma.appendChild(melanomaValue);
-    cardBody.appendChild(melanoma);
-
-    const groups = element("p", "mb-3", "Grouped risk: ");
-    Object.entries(body.risk_probabilities).forEach(function ([group, p]) {
-      groups.appendChild(element("span", "me-2", group + " " + (p * 100).toFixed(0) + "%"));
-    });
-    cardBody.appendChild(groups);
-    if (body.malignant_flag) {
-      const flag = element("div", "alert alert-danger", "The model puts this photo in the range where it " +
-        "flags possibly malignant lesions. Please show this lesion to a doctor soon.");
-      flag.id = "malignant-flag";
-      cardBody.appendChild(flag);
+  // Put the server's fragment in place, move focus to its heading, and say it in the live region.
+  function show(html, prefix) {
+    const template = document.createElement("template");
+    template.innerHTML = html;
+    slot.replaceChildren(template.content);
+    const heading = slot.querySelector("h2");
+    if (heading) {
+      heading.focus({ preventScroll: true });
+      heading.scrollIntoView({ block: "start" });
     }
+    status.textContent = (prefix || "") + (heading ? heading.textContent : "");
+  }
 
-    const row = element("div", "row g-3");
-    const left = element("div", "col-12 col-md-6");
-    const figure = element("figure", "figure w-100");
-    const heat = element("img", "img-fluid rounded w-100");
-    heat.id = "heatmap";
-    heat.alt = "Heat map over the photo";
-    heat.src = "data:image/png;base64," + body.heatmap_png_base64;
-    figure.appendChild(heat);
-    figure.appendChild(element("figcaption", "figure-caption",
-      "Heat map: warmer regions drove the prediction of \u201c" + body.top_class + "\u201d most."));
-    left.appendChild(figure);
-    row.appendChild(left);
+  function send(file) {
+    const data = new FormData();
+    data.append("image", file, file.name || "photo.jpg");
+    const request = new XMLHttpRequest();
+    request.open("POST", form.dataset.fragmentUrl);
+    request.setRequestHeader("Accept", "text/html");
+    request.timeout = 120000;
+    request.upload.addEventListener("progress", function (event) {
+      if (event.lengthComputable) {
+        const percent = Math.round((event.loaded / event.total) * 100);
+        setState("sending", "Sending the photo: " + percent + "%", percent);
+      }
+    });
+    request.upload.addEventListener("load", function () {
+      setState("analysing", "Photo sent. Analysing\u2026");
+    });
+    request.addEventListener("load", function () {
+      const ok = request.status === 200;
+      const isFragment = (request.getResponseHeader("Content-Type") || "").startsWith("text/html");
+      if (isFragment && request.responseText) {
+        setState(ok ? "done" : "error", "");
+        show(request.responseText, ok ? "Result ready: " : "Not analysed: ");
+      } else {
+        failed("The server could not analyse this photo (error " + request.status + "). Please try again.");
+      }
+    });
+    request.addEventListener("error", function () {
+      if (navigator.onLine === false) {
+        failed("You seem to be offline. Check your connection, then press \u201cAnalyse the photo\u201d again.",
+          "offline");
+      } else {
+        failed("The photo could not be sent. Check your connection and try again.", "offline");
+      }
+    });
+    request.addEventListener("timeout", function () {
+      failed("The server took too long to answer. Please try again.");
+    });
+    setState("sending", "Sending the photo: 0%", 0);
+    request.send(data);
+  }
 
-    const right = element("div", "col-12 col-md-6");
-    const table = element("table", "table table-sm align-middle");
-    table.id = "class-probabilities";
-    const tbody = element("tbody");
-    Object.entries(body.probabilities).sort(function (a, b) { return b[1] - a[1]; })
-      .forEach(function ([name, p]) {
-        const tr = element("tr", "class-row");
-        tr.dataset.class = name;
-        tr.appendChild(element("td", "class-name", name));
-        const barCell = element("td", "w-50");
-        const bar = element("progress", "w-100");
-        bar.max = 1;
-        bar.value = p;
-        barCell.appendChild(bar);
-        tr.appendChild(barCell);
-        tr.appendChild(element("td", "text-end probability", percent(p)));
-        tbody.appendChild(tr);
-      });
-    table.appendChild(tbody);
-    right.appendChild(table);
-    right.appendChild(element("p", "small text-muted", "Model " + body.model.name + " " +
-      body.model.version + ", inference " + body.inference_ms.toFixed(1) + " ms."));
-    row.appendChild(right);
-    cardBody.appendChild(row);
-    card.appendChild(cardBody);
-    slot.replaceChildren(card);
-    card.scrollIntoView({ behavior: "smooth", block: "start" });
+  // A failure the server could not describe: its own state, in the result slot, focused and announced.
+  function failed(message, state) {
+    setState(state || "error", "");
+    const box = document.createElement("section");
+    box.className = "card border-danger mb-3";
+    box.id = "problem";
+    box.dataset.code = state || "error";
+    const body = document.createElement("div");
+    body.className = "card-body";
+    const heading = document.createElement("h2");
+    heading.className = "h4";
+    heading.tabIndex = -1;
+    heading.textContent = state === "offline" ? "No connection" : "Something went wrong";
+    const text = document.createElement("p");
+    text.id = "error";
+    text.className = "mb-0";
+    text.textContent = message;
+    body.append(heading, text);
+    box.append(body);
+    slot.replaceChildren(box);
+    heading.focus({ preventScroll: true });
+    heading.scrollIntoView({ block: "start" });
+    status.textContent = "Not analysed: " + heading.textContent; // the detail is in the card below
   }
 
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
-    errorBox.classList.add("d-none");
-    if (!input.files.length) { showError("Choose a photo of the skin lesion first."); return; }
-    submit.disabled = true;
-    submit.textContent = "Analysing\u2026";
-    try {
-      const data = new FormData();
-      data.append("image", input.files[0]);
-      const response = await fetch("/api/v1/predict?heatmap=true", {
-        method: "POST", body: data, headers: { Accept: "application/json" },
-      });
-      const body = await response.json().catch(function () { return null; });
-      if (!response.ok) {
-        showError(body && body.error ? body.error.message : "The server could not analyse this file.");
-        slot.replaceChildren();
-      } else {
-        renderResult(body);
-      }
-    } catch (err) {
-      showError("The photo could not be sent. Check your connection and try again.");
-    } finally {
-      submit.disabled = false;
-      submit.textContent = "Analyse the photo";
+    if (busy) return;
+    if (!input.files.length) {
+      failed("Choose a photo of the skin lesion first.", "error");
+      input.focus();
+      return;
     }
+    clearResult();
+    setState("sending", "Preparing the photo\u2026", 0);
+    send(await shrink(input.files[0]));
   });
 })();

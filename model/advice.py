@@ -1,0 +1,147 @@
+"""The one answer a person gets: a level of concern and its next step, by one written rule.
+
+The rule (the same for the page and the API):
+
+1. "see a doctor soon" when P(malignant group) is at or above the malignant threshold of the
+   validated operating point (metadata: metrics.operating_point.malignant_threshold);
+2. otherwise "have it checked" when P(malignant group) + P(pre-malignant group) reaches that same
+   threshold: a pre-malignant lesion (actinic keratosis) is worth a visit, not an urgent one;
+3. otherwise "low concern, keep watching".
+
+A model whose metadata has no operating point was never validated, so it cannot say "low concern":
+every photo gets "have it checked". The probabilities are the model's calibrated ones. No model number
+is written here: the threshold and the figures quoted in the reason come from the model's metadata.
+This module stays free of heavy imports: the serving image has no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from model import config
+
+MALIGNANT = "malignant"
+PRE_MALIGNANT = "pre-malignant"
+
+SEE_DOCTOR = "see_doctor_soon"
+HAVE_CHECKED = "have_it_checked"
+KEEP_WATCHING = "keep_watching"
+
+LEVELS = {
+    SEE_DOCTOR: {
+        "title": "See a doctor soon",
+        "next_step": "Book an appointment with your doctor or a dermatologist in the next few weeks "
+        "and show them this spot.",
+    },
+    HAVE_CHECKED: {
+        "title": "Have it checked",
+        "next_step": "Mention this spot to your doctor at your next visit, or book one if it is new, "
+        "growing, sore or scaly.",
+    },
+    KEEP_WATCHING: {
+        "title": "Low concern: keep watching",
+        "next_step": "Keep an eye on it. See a doctor if it changes in size, shape or colour, bleeds, "
+        "itches or does not heal, or if you are worried.",
+    },
+}
+# Order of concern, highest first; the page and the API document it.
+LEVEL_ORDER = (SEE_DOCTOR, HAVE_CHECKED, KEEP_WATCHING)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One level of concern, its next step, and why."""
+
+    level: str
+    title: str
+    next_step: str
+    reason: str
+    malignant_probability: float
+    pre_malignant_probability: float
+    threshold: float | None
+    sensitivity: str  # how often the model flagged malignant lesions in Test, as words; "" if unknown
+
+    def as_dict(self) -> dict:
+        """The JSON form used by the API."""
+        return asdict(self)
+
+
+def operating_threshold(metadata: dict) -> float | None:
+    """The validated malignant threshold from the model's metadata, or None for an unvalidated model."""
+    threshold = metadata.get("metrics", {}).get("operating_point", {}).get("malignant_threshold")
+    return float(threshold) if threshold is not None else None
+
+
+def advise(risk_probabilities: dict[str, float], metadata: dict) -> Advice:
+    """Apply the rule of this module to grouped probabilities."""
+    malignant = risk_probabilities[MALIGNANT]
+    pre_malignant = risk_probabilities[PRE_MALIGNANT]
+    threshold = operating_threshold(metadata)
+    sensitivity = sensitivity_sentence(metadata)
+    if threshold is None:
+        level = HAVE_CHECKED
+        reason = "This model has no validated operating point, so it cannot tell a low-concern photo apart."
+    elif malignant >= threshold:
+        level = SEE_DOCTOR
+        reason = (
+            f"The model gives the malignant group ({_names(MALIGNANT)}) {percent(malignant)}, at or above "
+            f"the {percent(threshold)} at which it sends a lesion to a doctor."
+        )
+    elif malignant + pre_malignant >= threshold:
+        level = HAVE_CHECKED
+        value, limit = _pair(malignant, threshold)
+        reason = (
+            f"The malignant group is at {value}, below the {limit} threshold, but together with the "
+            f"pre-malignant group ({_names(PRE_MALIGNANT)}, {percent(pre_malignant)}) it reaches it."
+        )
+    else:
+        level = KEEP_WATCHING
+        value, limit = _pair(malignant + pre_malignant, threshold)
+        reason = (
+            f"The malignant and pre-malignant groups together are at {value}, "
+            f"below the {limit} at which the model sends a lesion to a doctor."
+        )
+    return Advice(
+        level=level,
+        reason=reason,
+        malignant_probability=malignant,
+        pre_malignant_probability=pre_malignant,
+        threshold=threshold,
+        sensitivity=sensitivity,
+        **LEVELS[level],
+    )
+
+
+def sensitivity_sentence(metadata: dict) -> str:
+    """How many malignant Test lesions the threshold caught, with its 95% interval, from metadata."""
+    test = metadata.get("metrics", {}).get("test", {})
+    sensitivity = test.get("malignant_sensitivity")
+    if sensitivity is None:
+        return ""
+    interval = test.get("intervals_95", {}).get("malignant_sensitivity")
+    spread = f" (95% interval {percent(interval[0])} to {percent(interval[1])})" if interval else ""
+    return (
+        f"At this threshold the model sent {percent(sensitivity)}{spread} of the malignant lesions in its "
+        f"Test set ({test.get('images', '?')} images) to a doctor, so it misses some."
+    )
+
+
+def percent(p: float) -> str:
+    """A probability as a percentage a person reads easily: '<1%' rather than '1.58e-07'."""
+    value = p * 100
+    if 0 < value < 1:
+        return "<1%"
+    if 99 < value < 100:
+        return ">99%"
+    return f"{value:.0f}%"
+
+
+def _pair(value: float, threshold: float) -> tuple[str, str]:
+    """A value and the threshold it is compared with, with a decimal where whole percents would tie."""
+    if percent(value) != percent(threshold):
+        return percent(value), percent(threshold)
+    return f"{value * 100:.1f}%", f"{threshold * 100:.1f}%"
+
+
+def _names(group: str) -> str:
+    return ", ".join(config.RISK_GROUPS[group])
