@@ -3,6 +3,7 @@
 Scores the validation split (where the malignant-vs-benign operating point is chosen) and the
 official Test split (reported once, never tuned on), writes the metrics into the model's
 metadata.json, the plots into `<model-dir>/evaluation/`, and the model card `MODEL_CARD.md`.
+When the folder holds an image gate, its held-out figures are measured too (`model.gate evaluate`).
 """
 
 from __future__ import annotations
@@ -199,6 +200,10 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     _plot("test", probabilities, labels, results["test"], model_dir / "evaluation")
     metadata["metrics"] = results
     metadata_path.write_text(json.dumps(metadata, indent=2))
+    if config.GATE_METADATA_KEY in metadata:
+        from model.gate import evaluate_gate
+
+        metadata[config.GATE_METADATA_KEY]["figures"] = evaluate_gate(model_dir, work_dir)
     audit_path = Path(work_dir) / config.AUDIT_MD_FILE
     write_model_card(metadata, model_dir, audit_path.read_text() if audit_path.is_file() else "")
     return results
@@ -289,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         ci = results["test"]["intervals_95"].get(key)
         ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         print(f"{key:<28}{_fmt(results['val'][key]):>12}{_fmt(results['test'][key]):>10}   {ci_text}")
+    gate = json.loads((args.model_dir / config.METADATA_FILE).read_text()).get(config.GATE_METADATA_KEY)
+    if gate:
+        from model.gate import figure_lines
+
+        print("\nimage gate (held-out figures of issue 19):")
+        print("\n".join(figure_lines(gate["figures"])))
     return 0
 
 

@@ -10,6 +10,7 @@ from flask_bootstrap import Bootstrap5
 
 from model import config
 from webapp.classifier import Classifier
+from webapp.gate import Gate
 
 bootstrap = Bootstrap5()
 
@@ -47,6 +48,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Loaded once per worker; a missing or broken model raises here, so the worker never serves.
     app.extensions["classifier"] = Classifier.from_model_dir(
         app.config["MODEL_DIR"], app.config["INFERENCE_THREADS"]
+    )
+    # The image gate is part of the model folder; a folder without one is not served (no upload may
+    # reach the classifier unchecked).
+    app.extensions["gate"] = Gate.from_metadata(
+        app.config["MODEL_DIR"], app.extensions["classifier"].metadata, app.config["INFERENCE_THREADS"]
     )
 
     bootstrap.init_app(app)

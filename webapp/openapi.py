@@ -21,8 +21,15 @@ _ERROR = {
     "properties": {
         "error": {
             "type": "object",
-            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
-            "required": ["status", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code."},
+                "status": {"type": "integer"},
+                "message": {
+                    "type": "string",
+                    "description": "What went wrong and what to do.",
+                },
+            },
+            "required": ["code", "status", "message"],
         }
     },
     "required": ["error"],
@@ -66,20 +73,48 @@ _PREDICTION = {
 }
 
 
+# The image gate's refusals (HTTP 422): the Error shape with one of the gate's codes.
+_REFUSAL = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Error"},
+        {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string", "enum": list(config.REFUSAL_CODES)},
+                        "status": {"const": 422},
+                    },
+                }
+            },
+        },
+    ]
+}
+
+
 def _error_responses(*codes: int) -> dict:
     descriptions = {
         400: "Empty, truncated or corrupt image, or no file.",
         413: "Upload over the size limit, or an image with too many pixels.",
         415: "Not an image, or an unsupported image format.",
+        422: "Refused by the image gate, not classified: `code` is `not_a_lesion` (not a picture of "
+        "a skin lesion), `not_dermoscopic` (skin or a lesion photographed without a dermatoscope, which "
+        "the model cannot judge) or `poor_quality` (too small, too dark, overexposed, blurred, flat, "
+        "damaged, or decoded from data that is mostly missing); `message` says which and what to do. "
+        "A refusal is no reassurance about the lesion.",
         503: "The model is not ready.",
     }
     return {
         str(code): {
             "description": descriptions[code],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{_SCHEMA[code]}"}}},
         }
         for code in codes
     }
+
+
+_SCHEMA = {400: "Error", 413: "Error", 415: "Error", 422: "Refusal", 503: "Error"}
 
 
 def _json_ok(description: str, schema: dict) -> dict:
@@ -123,7 +158,7 @@ def openapi_document() -> dict:
                     },
                     "responses": {
                         **_json_ok("The prediction", {"$ref": "#/components/schemas/Prediction"}),
-                        **_error_responses(400, 413, 415),
+                        **_error_responses(400, 413, 415, 422),
                     },
                 }
             },
@@ -153,6 +188,7 @@ def openapi_document() -> dict:
             "schemas": {
                 "Prediction": _PREDICTION,
                 "Error": _ERROR,
+                "Refusal": _REFUSAL,
                 "Status": {
                     "type": "object",
                     "properties": {"status": {"type": "string"}},

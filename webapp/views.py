@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Blueprint, abort, render_template, request, send_from_directory
 
 from model import config
-from model.model_card import limitation_lines
+from model.model_card import gate_rows, limitation_lines
 from webapp.errors import error_response
 from webapp.prediction import UploadError, classifier, data_uri, predict_upload
 
@@ -59,6 +59,7 @@ def about():
         risk_groups=config.RISK_GROUPS,
         plots=_available_plots(),
         limitations=limitation_lines(),
+        gate_rows=gate_rows(metadata.get(config.GATE_METADATA_KEY, {}).get("figures", {})),
     )
 
 
