@@ -261,40 +261,52 @@ def read_upload(path: Path) -> Image.Image:
 
 
 # --- The gate's training set -----------------------------------------------------------------------
-def labelled_images(part: str, work_dir: Path) -> Iterator[tuple[Image.Image, str]]:
-    """(decoded picture, gate class) for the train or val part."""
+def labelled_images(part: str, work_dir: Path) -> Iterator[tuple[Image.Image, str, str]]:
+    """(decoded picture, gate class, group) for the train or val part.
+
+    The group is the lesion's acquisition source (model.data.image_sources) or the kind of negative;
+    every group weighs the same within its class (`balanced_weights`): the early ISIC Archive
+    pictures, with their strong colour casts, hold all the isic9 Test melanomas but few of the
+    training lesions.
+    """
     rng = np.random.default_rng([config.SEED, 10 + SPLIT_SEEDS[part]])
     lesions = dermoscopy(part, work_dir)
-    for i, path in enumerate(lesions.path):
+    sources = data.image_sources(lesions, work_dir)
+    for i, (path, source) in enumerate(zip(lesions.path, sources)):
         image = read_upload(path)
-        yield image, config.GATE_LESION
+        yield image, config.GATE_LESION, source
         if i < DAMAGED_LIMIT[part]:
-            yield damaged_copy(image, rng), config.POOR_QUALITY
+            yield damaged_copy(image, rng), config.POOR_QUALITY, "damaged lesion"
     for path in everyday_photos(part):
-        yield read_upload(path), config.NOT_A_LESION
+        yield read_upload(path), config.NOT_A_LESION, "everyday photo"
     for i, (_, image) in enumerate(generated_pictures(part)):
-        yield as_upload(image, "PNG" if i % 2 else "JPEG"), config.NOT_A_LESION
+        yield as_upload(image, "PNG" if i % 2 else "JPEG"), config.NOT_A_LESION, "generated"
     for path in smartphone_photos(part).path:
-        yield read_upload(path), config.NOT_DERMOSCOPIC
+        yield read_upload(path), config.NOT_DERMOSCOPIC, "smartphone photo"
 
 
-def gate_arrays(part: str, work_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The part as (n, h, w, 3) uint8 inputs of the gate's size and gate-class indices."""
-    images, labels = [], []
-    for image, label in labelled_images(part, work_dir):
+def gate_arrays(part: str, work_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The part as (n, h, w, 3) uint8 inputs of the gate's size, gate-class indices and group names."""
+    images, labels, groups = [], [], []
+    for image, label, group in labelled_images(part, work_dir):
         images.append(to_model_input(image, config.GATE_IMAGE_SIZE).astype(np.uint8))
         labels.append(config.GATE_CLASSES.index(label))
-    return np.stack(images), np.array(labels)
+        groups.append(group)
+    return np.stack(images), np.array(labels), np.array(groups)
 
 
 # --- The network ---------------------------------------------------------------------------------
 def build_gate_model(width: int = 16, dropout: float = 0.3):
-    """The gate network: four Conv2D/BatchNorm/ReLU blocks with max pooling, global pooling, softmax."""
+    """The gate network: colour constancy, four Conv2D/BatchNorm/ReLU blocks with max pooling, softmax."""
     import keras
     from keras import layers
 
-    inputs = keras.Input((*config.GATE_IMAGE_SIZE, 3))
-    x = layers.Rescaling(1 / 255.0)(inputs)  # raw 0..255 pixels in, as the classifier takes them
+    from model.network import ShadesOfGrey
+
+    inputs = keras.Input((*config.GATE_IMAGE_SIZE, 3))  # raw 0..255 pixels, as the classifier takes them
+    # Colour constancy, as in the classifier: the early ISIC Archive's strong blue or white casts
+    # must not read as "not a lesion".
+    x = ShadesOfGrey()(inputs)
     for i, filters in enumerate((width, width * 2, width * 4, width * 8)):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         # A short run has few steps: a faster-moving average makes the inference statistics settle.
@@ -307,7 +319,7 @@ def build_gate_model(width: int = 16, dropout: float = 0.3):
 
 
 def augmented(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed: int):
-    """A shuffled, batched tf.data pipeline with flips, transposes and mild brightness/contrast jitter.
+    """A shuffled, batched pipeline: flips, transposes, zoom, channel gains, brightness/contrast jitter.
 
     The jitter works on whole batches (one vectorised op each), which is several times faster on two
     CPU cores than mapping every image.
@@ -324,6 +336,13 @@ def augmented(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed:
         batch = maybe(tf.reverse(batch, [1]), batch)
         batch = maybe(tf.reverse(batch, [2]), batch)
         batch = maybe(tf.transpose(batch, [0, 2, 1, 3]), batch)  # with the flips: all 8 orientations
+        # Zoom: a random square of 70 to 100% of the side, anywhere in the frame.
+        side = tf.random.uniform((n, 1), 0.7, 1.0)
+        corner = tf.random.uniform((n, 2)) * (1 - side)
+        boxes = tf.concat([corner, corner + side], axis=1)
+        batch = tf.image.crop_and_resize(batch, boxes, tf.range(n), config.GATE_IMAGE_SIZE)
+        # Colour casts of cameras and dermatoscopes: a random gain per channel.
+        batch = batch * tf.random.uniform((n, 1, 1, 3), 0.75, 1.25)
         mean = tf.reduce_mean(batch, axis=[1, 2, 3], keepdims=True)
         contrast = tf.random.uniform((n, 1, 1, 1), 0.8, 1.2)
         brightness = tf.random.uniform((n, 1, 1, 1), -20.0, 20.0)
@@ -335,13 +354,16 @@ def augmented(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed:
     return dataset.batch(BATCH_SIZE).map(jitter).prefetch(2)
 
 
-def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-sample loss weights under which every gate class weighs the same."""
-    counts = np.bincount(labels, minlength=len(config.GATE_CLASSES)).astype(float)
-    return (len(labels) / (len(counts) * counts))[labels].astype(np.float32)
+def balanced_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per-sample loss weights (mean 1): every gate class weighs the same, and every group within it."""
+    cells = pd.Series(labels.astype(str)) + "|" + pd.Series(groups.astype(str))
+    cell_counts = cells.map(cells.value_counts()).to_numpy(dtype=float)
+    groups_in_class = pd.Series(labels).map(cells.groupby(labels).nunique()).to_numpy(dtype=float)
+    classes = len(np.unique(labels))
+    return (len(labels) / (classes * groups_in_class * cell_counts)).astype(np.float32)
 
 
-def repeat_rare_classes(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def repeat_rare_classes(images: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple:
     """Repeat the images of each class with fewer than MIN_IMAGES_PER_CLASS up to about that many."""
     picks = [np.arange(len(labels))]
     for label in np.unique(labels):
@@ -349,7 +371,7 @@ def repeat_rare_classes(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
         repeats = int(np.ceil(MIN_IMAGES_PER_CLASS / len(members))) - 1
         picks += [members] * max(0, repeats)
     index = np.concatenate(picks)
-    return images[index], labels[index]
+    return images[index], labels[index], groups[index]
 
 
 def fit_gate(train: tuple, val: tuple, epochs: int = EPOCHS, seed: int = config.SEED):
@@ -358,16 +380,16 @@ def fit_gate(train: tuple, val: tuple, epochs: int = EPOCHS, seed: int = config.
 
     keras.utils.set_random_seed(seed)
     model = build_gate_model()
-    steps = epochs * int(np.ceil(len(train[1]) / BATCH_SIZE))
+    images, labels, groups = repeat_rare_classes(*train)
+    steps = epochs * int(np.ceil(len(labels) / BATCH_SIZE))
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.05)),
         loss="sparse_categorical_crossentropy",
         weighted_metrics=["accuracy"],
     )
-    val_weights = class_balanced_weights(val[1])
-    images, labels = repeat_rare_classes(*train)
+    val_weights = balanced_weights(val[1], val[2])
     model.fit(
-        augmented(images, labels, class_balanced_weights(labels), seed),
+        augmented(images, labels, balanced_weights(labels, groups), seed),
         validation_data=(val[0].astype(np.float32), val[1], val_weights),
         epochs=epochs,
         verbose=2,
@@ -469,12 +491,24 @@ def evaluate_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WO
     return figures
 
 
-def held_out_figures(gate, work_dir: Path) -> dict:
-    """Every figure of issue 19's table, with its counts, goal and whether the goal is met."""
+def validation_figures(model_dir: Path, work_dir: Path) -> dict:
+    """The figures of held_out_figures on the validation parts (nothing is written)."""
+    from webapp.gate import Gate
+
+    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
+    return held_out_figures(Gate.from_metadata(model_dir, metadata), work_dir, "val")
+
+
+def held_out_figures(gate, work_dir: Path, part: str = "test") -> dict:
+    """Every figure of issue 19's table, with its counts, goal and whether the goal is met.
+
+    part "test" gives the held-out figures; "val" the same figures on the validation parts, for
+    comparing training recipes without looking at the held-out ones.
+    """
     codes = {}
-    codes["everyday"] = [_code(gate, read_upload(p)) for p in everyday_photos("test")]
-    codes["generated"] = [_code(gate, as_upload(im, "PNG")) for _, im in generated_pictures("test")]
-    codes["smartphone"] = [_code(gate, read_upload(p)) for p in smartphone_photos("test").path]
+    codes["everyday"] = [_code(gate, read_upload(p)) for p in everyday_photos(part)]
+    codes["generated"] = [_code(gate, as_upload(im, "PNG")) for _, im in generated_pictures(part)]
+    codes["smartphone"] = [_code(gate, read_upload(p)) for p in smartphone_photos(part).path]
     figures: dict = {
         "non_lesion_refused": _share(codes["everyday"] + codes["generated"]),
         "everyday_refused": _share(codes["everyday"]),
@@ -484,13 +518,18 @@ def held_out_figures(gate, work_dir: Path) -> dict:
     }
     unusable: dict[str, list] = {name: [] for name in UNUSABLE_VERSIONS}
     clean_codes = []
-    for subset in dermoscopy_test_subsets(work_dir):
+    for subset in dermoscopy_test_subsets(work_dir) if part == "test" else [part]:
         table = data.read_subset(subset, work_dir)
         images = [read_upload(path) for path in table.path]
         subset_codes = [_code(gate, image) for image in images]
         clean_codes += subset_codes
         melanoma = (table.label == config.MELANOMA).to_numpy()
         figures[f"dermoscopy_refused_{subset}"] = _share(subset_codes)
+        sources = data.image_sources(table, work_dir).to_numpy()
+        figures[f"dermoscopy_refused_{subset}_by_source"] = {
+            source: _share([c for c, s in zip(subset_codes, sources) if s == source])
+            for source in sorted(set(sources))
+        }
         figures[f"melanomas_refused_{subset}"] = {
             "images": int(melanoma.sum()),
             "refused": int(sum(c is not None for c, m in zip(subset_codes, melanoma) if m)),
@@ -528,8 +567,8 @@ def figure_lines(figures: dict) -> list[str]:
     for name, figure in figures.items():
         if name == "goals":
             continue
-        if name == "unusable_caught_by_version":
-            lines += [f"  unusable, {k:<22}{_text_of(v)}" for k, v in figure.items()]
+        if name.endswith("_by_version") or name.endswith("_by_source"):
+            lines += [f"  {k:<32}{_text_of(v)}" for k, v in figure.items()]
             continue
         goal = figures["goals"].get(name)
         verdict = f"   goal {goal['goal']}: {'met' if goal['met'] else 'NOT met'}" if goal else ""
@@ -544,21 +583,35 @@ def _text_of(figure: dict) -> str:
     return f"{share} ({figure['count']}/{figure['images']})"
 
 
-def refresh_model_card(model_dir: Path, work_dir: Path) -> None:
-    """Re-render MODEL_CARD.md when the folder holds an evaluated classifier (its metrics are needed)."""
-    from model.model_card import write_model_card
+def refresh_model_card(model_dir: Path) -> None:
+    """Put the gate's section into the folder's MODEL_CARD.md (if there is one), leaving the rest as it is.
 
-    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
-    if not metadata.get("metrics", {}).get("test"):
+    `python -m model.evaluate` renders the whole card, gate included; this keeps an existing card's
+    classifier sections when only the gate was retrained or re-measured.
+    """
+    from model.model_card import gate_text
+
+    path = Path(model_dir) / "MODEL_CARD.md"
+    if not path.is_file():
         return
-    audit_path = Path(work_dir) / config.AUDIT_MD_FILE
-    write_model_card(metadata, Path(model_dir), audit_path.read_text() if audit_path.is_file() else "")
+    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
+    section = f"## Image gate\n\n{gate_text(metadata[config.GATE_METADATA_KEY])}\n\n"
+    card = path.read_text()
+    if "## Image gate\n" in card:
+        start = card.index("## Image gate\n")
+        end = card.index("\n## ", start + 1) + 1 if "\n## " in card[start + 1 :] else len(card)
+        card = card[:start] + section + card[end:]
+    elif "## Limitations\n" in card:
+        card = card.replace("## Limitations\n", section + "## Limitations\n", 1)
+    else:
+        card = card.rstrip("\n") + "\n\n" + section
+    path.write_text(card.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: train the gate into a model folder, or evaluate it there."""
     parser = argparse.ArgumentParser(prog="python -m model.gate", description=__doc__)
-    parser.add_argument("stage", choices=("train", "evaluate", "all"))
+    parser.add_argument("stage", choices=("train", "evaluate", "all", "validate"))
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)
     parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR)
     args = parser.parse_args(argv)
@@ -568,10 +621,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gate trained in {section['training']['seconds']:.0f} s -> {args.model_dir}")
             print(f"validation accuracy by class: {section['training']['validation_accuracy_by_class']}")
             print(f"thresholds (chosen on validation): {section['thresholds']}")
+        if args.stage == "validate":  # compare recipes on validation; writes nothing
+            print("\n".join(figure_lines(validation_figures(args.model_dir, args.work_dir))))
         if args.stage in ("evaluate", "all"):
             figures = evaluate_gate(args.model_dir, args.work_dir)
             print("\n".join(figure_lines(figures)))
-            refresh_model_card(args.model_dir, args.work_dir)
+            refresh_model_card(args.model_dir)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

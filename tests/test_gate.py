@@ -278,10 +278,21 @@ def test_generated_pictures_differ_between_parts_and_repeat_within_one():
     assert kinds == set(gate.GENERATORS)
 
 
+def test_balanced_weights_give_every_class_and_every_group_in_it_the_same_weight():
+    from model import gate
+
+    labels = np.array([0] * 90 + [0] * 10 + [1] * 50)
+    groups = np.array(["ham"] * 90 + ["early archive"] * 10 + ["everyday"] * 50)
+    weights = gate.balanced_weights(labels, groups)
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[:90].sum() == pytest.approx(weights[90:100].sum())  # each source half of its class
+    assert weights[:100].sum() == pytest.approx(weights[100:].sum())  # each class the same
+
+
 def test_rare_classes_are_repeated_up_to_the_floor():
     from model import gate
 
     labels = np.array([0] * 1000 + [2] * 100)
     images = np.arange(len(labels))[:, None]
-    _, repeated = gate.repeat_rare_classes(images, labels)
+    _, repeated, _ = gate.repeat_rare_classes(images, labels, labels.astype(str))
     assert (repeated == 0).sum() == 1000 and (repeated == 2).sum() == gate.MIN_IMAGES_PER_CLASS
