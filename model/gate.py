@@ -47,10 +47,10 @@ DERMOSCOPY_LIMIT = {"train": 2400, "val": 1000}
 EVERYDAY_LIMIT = {"train": 2000, "val": 800}
 GENERATED_COUNT = {"train": 1000, "val": 400, "test": 500}
 DAMAGED_LIMIT = {"train": 600, "val": 300}
-EPOCHS = 12
+EPOCHS = 16
 BATCH_SIZE = 64
 # The lesion threshold refuses this share of the validation dermoscopy (the goal on Test is <= 2%).
-VALIDATION_LESIONS_REFUSED = 0.005
+VALIDATION_LESIONS_REFUSED = 0.01
 # Each quality check's threshold starts from the clean validation images' worst 0.2%.
 QUALITY_TAIL = 0.002
 # Synthetic unusable versions of an image (issue 19's figure), each named by the problem it has.
@@ -297,16 +297,14 @@ def gate_arrays(part: str, work_dir: Path) -> tuple[np.ndarray, np.ndarray, np.n
 
 # --- The network ---------------------------------------------------------------------------------
 def build_gate_model(width: int = 16, dropout: float = 0.3):
-    """The gate network: colour constancy, four Conv2D/BatchNorm/ReLU blocks with max pooling, softmax."""
+    """The gate network: four Conv2D/BatchNorm/ReLU blocks with max pooling, global pooling, softmax."""
     import keras
     from keras import layers
 
-    from model.network import ShadesOfGrey
-
-    inputs = keras.Input((*config.GATE_IMAGE_SIZE, 3))  # raw 0..255 pixels, as the classifier takes them
-    # Colour constancy, as in the classifier: the early ISIC Archive's strong blue or white casts
-    # must not read as "not a lesion".
-    x = ShadesOfGrey()(inputs)
+    inputs = keras.Input((*config.GATE_IMAGE_SIZE, 3))
+    # Raw 0..255 pixels in, as the classifier takes them. No colour constancy here (unlike the
+    # classifier): colour is one of the cues that set phone photos apart from dermoscopy.
+    x = layers.Rescaling(1 / 255.0)(inputs)
     for i, filters in enumerate((width, width * 2, width * 4, width * 8)):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         # A short run has few steps: a faster-moving average makes the inference statistics settle.
@@ -319,7 +317,7 @@ def build_gate_model(width: int = 16, dropout: float = 0.3):
 
 
 def augmented(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed: int):
-    """A shuffled, batched pipeline: flips, transposes, zoom, channel gains, brightness/contrast jitter.
+    """A shuffled, batched tf.data pipeline with flips, transposes and mild brightness/contrast jitter.
 
     The jitter works on whole batches (one vectorised op each), which is several times faster on two
     CPU cores than mapping every image.
@@ -336,13 +334,6 @@ def augmented(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed:
         batch = maybe(tf.reverse(batch, [1]), batch)
         batch = maybe(tf.reverse(batch, [2]), batch)
         batch = maybe(tf.transpose(batch, [0, 2, 1, 3]), batch)  # with the flips: all 8 orientations
-        # Zoom: a random square of 70 to 100% of the side, anywhere in the frame.
-        side = tf.random.uniform((n, 1), 0.7, 1.0)
-        corner = tf.random.uniform((n, 2)) * (1 - side)
-        boxes = tf.concat([corner, corner + side], axis=1)
-        batch = tf.image.crop_and_resize(batch, boxes, tf.range(n), config.GATE_IMAGE_SIZE)
-        # Colour casts of cameras and dermatoscopes: a random gain per channel.
-        batch = batch * tf.random.uniform((n, 1, 1, 3), 0.75, 1.25)
         mean = tf.reduce_mean(batch, axis=[1, 2, 3], keepdims=True)
         contrast = tf.random.uniform((n, 1, 1, 1), 0.8, 1.2)
         brightness = tf.random.uniform((n, 1, 1, 1), -20.0, 20.0)
@@ -398,9 +389,14 @@ def fit_gate(train: tuple, val: tuple, epochs: int = EPOCHS, seed: int = config.
     return model
 
 
-def lesion_threshold(lesion_probabilities: np.ndarray) -> float:
-    """The P(lesion) under which the gate refuses: VALIDATION_LESIONS_REFUSED of validation lesions."""
-    return float(np.quantile(lesion_probabilities, VALIDATION_LESIONS_REFUSED))
+def lesion_threshold(lesion_probabilities: np.ndarray, melanoma: np.ndarray) -> float:
+    """The P(lesion) under which the gate refuses, chosen on validation dermoscopy.
+
+    It refuses VALIDATION_LESIONS_REFUSED of the validation lesions (half the goal on Test), but never
+    a validation melanoma: hiding a melanoma warning costs more than letting a phone photo through.
+    """
+    share = float(np.quantile(lesion_probabilities, VALIDATION_LESIONS_REFUSED))
+    return min(share, float(lesion_probabilities[melanoma].min())) if melanoma.any() else share
 
 
 def quality_thresholds(work_dir: Path) -> dict[str, float]:
@@ -429,7 +425,10 @@ def train_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_
     model = fit_gate(train, val)
     val_probabilities = model.predict(val[0].astype(np.float32), batch_size=256, verbose=0)
     lesion = config.GATE_CLASSES.index(config.GATE_LESION)
-    threshold = lesion_threshold(val_probabilities[val[1] == lesion, lesion])
+    is_lesion = val[1] == lesion
+    # labelled_images yields the validation lesions in the order of their table.
+    melanoma = (dermoscopy("val", work_dir).label == config.MELANOMA).to_numpy()
+    threshold = lesion_threshold(val_probabilities[is_lesion, lesion], melanoma)
     export_gate(model, Path(model_dir) / config.GATE_TFLITE_FILE)
     training = {
         "epochs": EPOCHS,

@@ -296,3 +296,31 @@ def test_rare_classes_are_repeated_up_to_the_floor():
     images = np.arange(len(labels))[:, None]
     _, repeated, _ = gate.repeat_rare_classes(images, labels, labels.astype(str))
     assert (repeated == 0).sum() == 1000 and (repeated == 2).sum() == gate.MIN_IMAGES_PER_CLASS
+
+
+def test_lesion_threshold_refuses_the_target_share_but_never_a_validation_melanoma():
+    from model import gate
+
+    probabilities = np.linspace(0.001, 1.0, 1000)
+    melanoma = np.zeros(1000, bool)
+    assert gate.lesion_threshold(probabilities, melanoma) == pytest.approx(
+        np.quantile(probabilities, gate.VALIDATION_LESIONS_REFUSED)
+    )
+    melanoma[3] = True  # a melanoma the gate is unsure of lowers the threshold to its probability
+    assert gate.lesion_threshold(probabilities, melanoma) == pytest.approx(probabilities[3])
+    assert not (probabilities[melanoma] < gate.lesion_threshold(probabilities, melanoma)).any()
+
+
+def test_gate_section_is_spliced_into_an_existing_model_card(tiny_model_dir, tmp_path):
+    from model import gate
+
+    model_dir = tmp_path / "card"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card = model_dir / "MODEL_CARD.md"
+    card.write_text("# Model card\n\n## Results\n\nclassifier figures\n\n## Limitations\n\n- few images\n")
+    gate.refresh_model_card(model_dir)
+    gate.refresh_model_card(model_dir)  # a second run replaces the section instead of adding one
+    text = card.read_text()
+    assert text.count("## Image gate") == 1 and "classifier figures" in text and "- few images" in text
+    assert text.index("## Results") < text.index("## Image gate") < text.index("## Limitations")
+    assert "Not evaluated yet" in text

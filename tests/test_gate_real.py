@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def figures(committed_model_dir):
+def figures(committed_model_dir, request):
     """issue 19's figures of the committed gate, measured through the served check (LiteRT)."""
     from model.gate import held_out_figures
     from tests.conftest import real_data_dir
@@ -22,10 +22,12 @@ def figures(committed_model_dir):
     for folder in (config.NONLESION_DIR, config.SMARTPHONE_DIR):
         if not folder.is_dir():
             pytest.skip(f"gate data not found at {folder} (set NONLESION_DIR / SMARTPHONE_DIR)")
-    if not (config.WORK_DIR / config.SPLIT_FILE).is_file():
-        pytest.skip(f"no data_prep split at {config.WORK_DIR} (run `python -m data_prep all`)")
+    # data_prep's split names the Test subsets; without a prepared one, prepare it (as CI does).
+    work_dir = config.WORK_DIR
+    if not (work_dir / config.SPLIT_FILE).is_file():
+        work_dir = request.getfixturevalue("real_prepared")
     metadata = json.loads((committed_model_dir / config.METADATA_FILE).read_text())
-    return held_out_figures(Gate.from_metadata(committed_model_dir, metadata), config.WORK_DIR)
+    return held_out_figures(Gate.from_metadata(committed_model_dir, metadata), work_dir)
 
 
 def test_non_lesion_pictures_are_refused(figures):
