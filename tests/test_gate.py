@@ -324,3 +324,21 @@ def test_gate_section_is_spliced_into_an_existing_model_card(tiny_model_dir, tmp
     assert text.count("## Image gate") == 1 and "classifier figures" in text and "- few images" in text
     assert text.index("## Results") < text.index("## Image gate") < text.index("## Limitations")
     assert "Not evaluated yet" in text
+
+
+def test_retraining_the_classifier_keeps_the_folders_gate_until_the_gate_is_retrained(
+    tiny_model_dir, synthetic_prepared, tmp_path
+):
+    from model import train
+
+    model_dir = tmp_path / "retrained"
+    shutil.copytree(tiny_model_dir, model_dir)
+    before = json.loads((model_dir / config.METADATA_FILE).read_text())
+    tiny = ["--quick", "--width", "4", "--epochs", "1", "--work-dir", str(synthetic_prepared)]
+    assert train.main([*tiny, "--out-dir", str(model_dir)]) == 0
+    after = json.loads((model_dir / config.METADATA_FILE).read_text())
+    assert after["created"] != before["created"]  # a new classifier ...
+    assert after[config.GATE_METADATA_KEY] == before[config.GATE_METADATA_KEY]  # ... the same gate
+    (model_dir / config.GATE_TFLITE_FILE).unlink()  # without the gate's file, its section is not carried
+    assert train.main([*tiny, "--out-dir", str(model_dir)]) == 0
+    assert config.GATE_METADATA_KEY not in json.loads((model_dir / config.METADATA_FILE).read_text())
