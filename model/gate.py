@@ -1,12 +1,13 @@
-"""The image gate: `python -m model.gate train|evaluate [--model-dir DIR] [--work-dir DIR]`.
+"""The image gate: `python -m model.gate train|evaluate|all|validate [--model-dir DIR] [--work-dir DIR]`.
 
 A small from-scratch network (no pretrained weights) that answers, before the classifier, whether an
 upload is a dermoscopic image of a skin lesion, or not a lesion at all, an ordinary (non-dermoscopic)
 photo of skin, or a blurred or damaged picture; plus the thresholds of the image-statistics checks of
 `model.quality`. `train` fits both on the training and validation parts below and writes
 `gate.tflite` and the `gate` section of the model folder's metadata.json; `evaluate` measures the
-held-out figures of issue 19, stores them there and re-renders the model card. `python -m
-model.train` runs `train` after the classifier, `python -m model.evaluate` runs `evaluate`.
+held-out figures of issue 19, stores them there and puts them into the model card; `validate`
+prints the same figures on the validation parts, for comparing recipes (writes nothing).
+`python -m model.train` runs `train` after the classifier, `python -m model.evaluate` runs `evaluate`.
 
 Data, and which part each piece plays (train / val: fit and thresholds; test: the figures only):
 - dermoscopic lesions: data_prep's split (`split.csv`). Its train and val subsets are the gate's;
@@ -94,12 +95,28 @@ def dermoscopy(part: str, work_dir: Path) -> pd.DataFrame:
     pictures fill up to the cap, in a fixed random order.
     """
     table = data.read_subset(part, work_dir)
+    if part != "test":
+        table = without_test_lesions(table, work_dir)
     limit = DERMOSCOPY_LIMIT.get(part)
     if limit is None or len(table) <= limit:
         return table
     shuffled = table.sample(frac=1.0, random_state=config.SEED)
     rare = shuffled.source == ISIC9_SOURCE if "source" in shuffled else np.zeros(len(shuffled), bool)
     return pd.concat([shuffled[rare], shuffled[~rare]]).head(limit).reset_index(drop=True)
+
+
+def without_test_lesions(table: pd.DataFrame, work_dir: Path) -> pd.DataFrame:
+    """The rows that share neither pixels nor a HAM10000 lesion with any Test subset of the split.
+
+    data_prep's split already keeps them apart; the gate checks again because it reads the split's
+    train and val subsets on its own, and a leak here would flatter its Test figures.
+    """
+    split = pd.read_csv(Path(work_dir) / config.SPLIT_FILE)
+    test = split[split.subset.isin(dermoscopy_test_subsets(work_dir))]
+    leaks = table.pixel_hash.isin(set(test.pixel_hash))
+    if "lesion_id" in table:
+        leaks |= table.lesion_id.isin(set(test.lesion_id.dropna()))
+    return table[~leaks].reset_index(drop=True)
 
 
 def dermoscopy_test_subsets(work_dir: Path) -> list[str]:

@@ -342,3 +342,23 @@ def test_retraining_the_classifier_keeps_the_folders_gate_until_the_gate_is_retr
     (model_dir / config.GATE_TFLITE_FILE).unlink()  # without the gate's file, its section is not carried
     assert train.main([*tiny, "--out-dir", str(model_dir)]) == 0
     assert config.GATE_METADATA_KEY not in json.loads((model_dir / config.METADATA_FILE).read_text())
+
+
+def test_gate_training_rows_share_no_pixels_or_lesion_with_any_test_subset(tmp_path):
+    import pandas as pd
+
+    from model import gate
+
+    rows = [
+        ("a", "train", "h1", "L1"),
+        ("b", "train", "h2", "L2"),  # same lesion as a ham_test picture
+        ("c", "train", "h3", None),  # same pixels as an isic9 Test picture
+        ("d", "val", "h4", None),
+        ("e", "test", "h3", None),
+        ("f", "ham_test", "h6", "L2"),
+    ]
+    split = pd.DataFrame(rows, columns=["image_id", "subset", "pixel_hash", "lesion_id"])
+    split.to_csv(tmp_path / config.SPLIT_FILE, index=False)
+    assert gate.dermoscopy_test_subsets(tmp_path) == ["test", "ham_test"]
+    kept = gate.without_test_lesions(split[split.subset.isin(["train", "val"])], tmp_path)
+    assert list(kept.image_id) == ["a", "d"]
