@@ -13,12 +13,13 @@ WORKDIR /app
 COPY requirements-serve.txt .
 RUN pip install --no-cache-dir -r requirements-serve.txt
 
-# Only what serving needs: the config, integrity, advice and preprocessing modules of model/, the
+# Only what serving needs: the config, integrity, advice, quality and preprocessing modules of
+# model/, the
 # web app, and the model files (LiteRT export, metadata, evaluation plots; not the .h5).
-COPY model/__init__.py model/config.py model/integrity.py model/preprocessing.py model/model_card.py model/advice.py ./model/
+COPY model/__init__.py model/config.py model/integrity.py model/preprocessing.py model/model_card.py model/advice.py model/quality.py ./model/
 COPY webapp ./webapp
 COPY gunicorn.conf.py ./
-COPY models/skin_cnn/model.tflite models/skin_cnn/metadata.json models/skin_cnn/training_curves.png ./models/skin_cnn/
+COPY models/skin_cnn/model.tflite models/skin_cnn/gate.tflite models/skin_cnn/metadata.json models/skin_cnn/training_curves.png ./models/skin_cnn/
 COPY models/skin_cnn/evaluation ./models/skin_cnn/evaluation
 
 RUN useradd --create-home --uid 10001 app

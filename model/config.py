@@ -105,6 +105,24 @@ MISSING_DATA_MIN_PIXELS = 1_000_000
 # the ISIC 2017/2018 winners, removes most of the camera/illumination cast between image sources.
 SHADES_OF_GREY_P = 6.0
 
+# --- The image gate (issue 19): what the classifier must not answer ------------------------------
+# A small separate network (model.gate) looks at every upload before the classifier, at this size:
+# enough to tell dermoscopy from everyday and phone photos, and well under a millisecond in LiteRT.
+GATE_IMAGE_SIZE: tuple[int, int] = (64, 64)
+# Its output classes, in order. "lesion" is the only one the classifier answers; the others are the
+# stable refusal codes of the API (HTTP 422), poor_quality also covering what the image statistics of
+# model.quality catch.
+GATE_LESION = "lesion"
+NOT_A_LESION = "not_a_lesion"
+NOT_DERMOSCOPIC = "not_dermoscopic"
+POOR_QUALITY = "poor_quality"
+GATE_CLASSES: tuple[str, ...] = (GATE_LESION, NOT_A_LESION, NOT_DERMOSCOPIC, POOR_QUALITY)
+REFUSAL_CODES: tuple[str, ...] = GATE_CLASSES[1:]
+# The key of metadata.json that holds the gate (files, thresholds, figures): separate from the
+# classifier's keys so that retraining the classifier can carry it over (model.train).
+GATE_METADATA_KEY = "gate"
+GATE_TFLITE_FILE = "gate.tflite"
+
 # --- Data preparation ----------------------------------------------------------------------------
 SEED = 1337
 VALIDATION_FRACTION = 0.15
@@ -127,6 +145,12 @@ HAM_METADATA_PATH = Path(
     os.environ.get("HAM_METADATA_PATH", PROJECT_ROOT / "data" / "raw" / "HAM10000_metadata.csv")
 )
 HAM_IMAGES_DIR = Path(os.environ.get("HAM_IMAGES_DIR", PROJECT_ROOT / "data" / "raw" / "ham10000"))
+# The gate's negatives (see /work/shared/data/README.md): everyday photos (Imagenette, one folder per
+# class) and smartphone photos of skin lesions (PAD-UFES-20, with metadata.csv naming patients).
+NONLESION_DIR = Path(
+    os.environ.get("NONLESION_DIR", PROJECT_ROOT / "data" / "raw" / "nonlesion" / "imagenette")
+)
+SMARTPHONE_DIR = Path(os.environ.get("SMARTPHONE_DIR", PROJECT_ROOT / "data" / "raw" / "pad_ufes_clinical"))
 # Derived data: manifests, audit, the rebalanced training images.
 WORK_DIR = Path(os.environ.get("ISIC_WORK_DIR", PROJECT_ROOT / "data" / "processed"))
 # The committed model that the web app serves.

@@ -5,6 +5,7 @@ test sets side by side, the official isic9 Test split and the HAM10000 held-out 
 never tuned on), writes the metrics into the model's metadata.json, the plots into
 `<model-dir>/evaluation/`, and the model card `MODEL_CARD.md`. Every figure is of the served
 prediction: the mean over the 8 orientations of the image (model.network.orientation_averaged).
+When the folder holds an image gate, its held-out figures are measured too (`model.gate evaluate`).
 """
 
 from __future__ import annotations
@@ -266,6 +267,10 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
         _plot(subset, probabilities, labels, results[subset], model_dir / "evaluation")
     metadata["metrics"] = results
     metadata_path.write_text(json.dumps(metadata, indent=2))
+    if config.GATE_METADATA_KEY in metadata:
+        from model.gate import evaluate_gate
+
+        metadata[config.GATE_METADATA_KEY]["figures"] = evaluate_gate(model_dir, work_dir)
     audit_path = Path(work_dir) / config.AUDIT_MD_FILE
     write_model_card(metadata, model_dir, audit_path.read_text() if audit_path.is_file() else "")
     return results
@@ -354,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(results_table(results))
+    gate = json.loads((args.model_dir / config.METADATA_FILE).read_text()).get(config.GATE_METADATA_KEY)
+    if gate:
+        from model.gate import figure_lines
+
+        print("\nimage gate (held-out figures of issue 19):")
+        print("\n".join(figure_lines(gate["figures"])))
     return 0
 
 

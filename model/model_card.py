@@ -127,8 +127,27 @@ LIMITATIONS = (
     "Test labels are themselves disputed.",
     "Trained on dermoscopic images (taken through a dermatoscope) of mostly light skin; phone photos "
     "without a dermatoscope, darker skin types and lesion types outside the nine classes are out of scope.",
-    "The model always answers with one of nine classes, even for a photo that is not a lesion.",
+    "The classifier itself always answers with one of nine classes; the image gate in front of it "
+    "refuses pictures that are not lesions, ordinary phone photos and unusable pictures, but it is a "
+    "small network and can let an odd picture through or, rarely, refuse a real dermoscopic image "
+    '(its held-out figures are under "Image gate").',
 )
+
+# The image gate's figures (model.gate), in the order shown, with plain names.
+GATE_FIGURES = {
+    "non_lesion_refused": "non-lesion photos of held-out classes + generated non-lesion images refused",
+    "everyday_refused": "of which: everyday photos of the two held-out Imagenette classes",
+    "generated_refused": "of which: generated pictures (text, screenshots, colours, gradients, noise)",
+    "smartphone_refused": "held-out smartphone photos of lesions (PAD-UFES-20 patients) refused",
+    "smartphone_not_dermoscopic": "of which answered not_dermoscopic",
+    "dermoscopy_refused_test": "isic9 Test dermoscopic images refused",
+    "melanomas_refused_test": "isic9 Test melanomas refused",
+    "dermoscopy_refused_ham_test": "HAM10000 held-out test images refused",
+    "melanomas_refused_ham_test": "HAM10000 held-out test melanomas refused",
+    "unusable_caught": "synthetic unusable versions of Test images "
+    "(blur 8, brightness x0.1 / x4, 48 px, flat) caught",
+    "clean_flagged_poor_quality": "clean Test images flagged poor_quality",
+}
 
 
 def limitation_lines() -> list[str]:
@@ -161,6 +180,64 @@ def floor_checks(metrics: dict) -> list[dict]:
     return rows
 
 
+def gate_rows(figures: dict) -> list[dict]:
+    """The gate's held-out figures as rows: what, result, goal ("" if none) and whether it is met."""
+    rows = []
+    for name, label in GATE_FIGURES.items():
+        figure = figures.get(name)
+        if not figure:
+            continue
+        if "refused" in figure:
+            result = f"{figure['refused']} of {figure['images']}"
+        else:
+            result = f"{figure['share']:.1%} ({figure['count']} of {figure['images']})"
+        goal = figures.get("goals", {}).get(name)
+        rows.append(
+            {
+                "figure": label,
+                "result": result,
+                "goal": goal["goal"] if goal else "",
+                "met": ("met" if goal["met"] else "NOT met") if goal else "",
+            }
+        )
+    return rows
+
+
+def gate_text(gate: dict) -> str:
+    """The model card's section on the image gate: what it is, how it was chosen, held-out figures."""
+    thresholds = gate["thresholds"]
+    size = "x".join(str(s) for s in gate["input"]["size"])
+    held_out = ", ".join(gate["training"].get("held_out_everyday_classes", []))
+    quality = _quality_text(thresholds["quality"])
+    lesion = thresholds["lesion_probability"]
+    text = (
+        "Before the classifier, every upload passes a gate (`python -m model.gate`): image statistics "
+        f"(too small, too dark, overexposed, flat, blurred; thresholds {quality}) and a small "
+        f"from-scratch CNN (input {size}, file `{gate['files']['litert']}`, classes "
+        f"{', '.join(gate['classes'])}) that refuses when P(lesion) < {lesion:.4f}. Both thresholds were "
+        "chosen on validation only. Trained on data_prep's train subset of the dermoscopy (its val "
+        f"subset for validation), Imagenette everyday photos (classes {held_out} held out entirely), "
+        "the PAD-UFES-20 smartphone photos of a third of the patients (another third for validation), "
+        "generated pictures, and blurred or JPEG-damaged copies of the training lesions. The figures "
+        "below come from the held-out parts: the official Test split, the HAM10000 held-out test when "
+        "data_prep defines it, the held-out classes and patients, and generated pictures from their own "
+        "seed. A refusal is HTTP 422 with code not_a_lesion, not_dermoscopic or poor_quality, and its "
+        "message says it is no reassurance."
+    )
+    rows = gate_rows(gate.get("figures", {}))
+    if not rows:
+        return text + "\n\nNot evaluated yet (`python -m model.gate evaluate`)."
+    table = ["| figure | held-out result | goal | |", "|---|---|---|---|"]
+    table += [f"| {r['figure']} | {r['result']} | {r['goal']} | {r['met']} |" for r in rows]
+    by_version = gate["figures"].get("unusable_caught_by_version", {})
+    versions = ", ".join(f"{name} {v['share']:.1%}" for name, v in by_version.items())
+    return f"{text}\n\n" + "\n".join(table) + (f"\n\nCaught by version: {versions}." if versions else "")
+
+
+def _quality_text(quality: dict) -> str:
+    return ", ".join(f"{name} {value:.3g}" for name, value in quality.items())
+
+
 def write_model_card(metadata: dict, model_dir: Path, audit_markdown: str) -> Path:
     """Render MODEL_CARD.md into model_dir from the metadata (with metrics) and the data audit."""
     path = Path(model_dir) / "MODEL_CARD.md"
@@ -185,6 +262,11 @@ def render(metadata: dict, audit_markdown: str) -> str:
         "## Model\n\n" + _model_text(metadata),
         "## Training\n\n" + _training_text(training),
         "## Source confounding\n\n" + confounding_text(training),
+        *(
+            [f"## Image gate\n\n{gate_text(metadata[config.GATE_METADATA_KEY])}"]
+            if config.GATE_METADATA_KEY in metadata
+            else []
+        ),
     ]
     return "\n\n".join(sections) + "\n"
 

@@ -8,6 +8,9 @@ The official Test split is not read here.
 `--refit-of RUN_DIR` is the final fit: once validation has chosen a recipe (RUN_DIR, a trained
 run), train that recipe again on train + validation for its whole schedule and keep the last epoch.
 Its temperature, operating point and validation figures are RUN_DIR's, measured before the refit.
+
+After the classifier, the image gate (`model.gate`) is retrained into the same folder (a few minutes;
+`--skip-gate` or `--quick` keep the folder's previous gate, if any).
 """
 
 from __future__ import annotations
@@ -330,6 +333,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
     from model import export, plots  # TensorFlow-Lite conversion is only needed here
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous_gate = _gate_section(out_dir)
     result.model.save(out_dir / config.MODEL_H5_FILE)
     result.history.to_csv(out_dir / "history.csv", index=False)
     plots.training_curves(result.history, out_dir / "training_curves.png")
@@ -350,8 +354,31 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
         },
         data={"split_content_hash": split_info["content_hash"], "split": split_info},
     )
+    if previous_gate:
+        # The image gate is its own file; it stays until `train_gate` replaces it (main, below).
+        metadata[config.GATE_METADATA_KEY] = previous_gate
     export.write_metadata(metadata, out_dir)
     return out_dir
+
+
+def _gate_section(model_dir: Path) -> dict | None:
+    path = Path(model_dir) / config.METADATA_FILE
+    if not (path.is_file() and (Path(model_dir) / config.GATE_TFLITE_FILE).is_file()):
+        return None
+    return json.loads(path.read_text()).get(config.GATE_METADATA_KEY)
+
+
+def train_image_gate(out_dir: Path, work_dir: Path) -> None:
+    """Retrain the image gate into the model folder (model.gate); without its data, keep the old one."""
+    from model import gate
+
+    try:
+        section = gate.train_gate(out_dir, work_dir)
+    except FileNotFoundError as exc:
+        kept = "kept the previous gate" if _gate_section(out_dir) else "this folder has NO gate: not servable"
+        print(f"warning: image gate not retrained ({exc}); {kept}", file=sys.stderr)
+        return
+    print(f"image gate retrained in {section['training']['seconds'] / 60:.1f} min")
 
 
 def fit_callbacks(
@@ -401,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR, help="data_prep output folder")
     parser.add_argument("--out-dir", type=Path, default=config.MODEL_DIR, help="model folder to write")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes, not a model)")
+    parser.add_argument(
+        "--skip-gate",
+        action="store_true",
+        help="do not retrain the image gate (model.gate) after the classifier",
+    )
     for field, default in asdict(TrainConfig()).items():
         if field == "weighting":
             parser.add_argument("--weighting", choices=("class", "source"))
@@ -422,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = save_run(result, settings, args.out_dir, args.work_dir)
+    if not (args.quick or args.skip_gate):
+        train_image_gate(out, args.work_dir)
     chosen = (
         f"refit of {settings.refit_of}, last epoch kept"
         if settings.refit_of

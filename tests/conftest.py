@@ -190,8 +190,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     export.export_litert(model, model_dir / config.MODEL_TFLITE_FILE)
     metadata = export.build_metadata(training={"train_images": 0}, data={"split_content_hash": "0" * 64})
     metadata["metrics"] = {"operating_point": {"malignant_threshold": 0.3}}
+    metadata[config.GATE_METADATA_KEY] = _tiny_gate(model_dir)
     export.write_metadata(metadata, model_dir)
     return model_dir
+
+
+# Thresholds that let every picture through (the fixture's lesions are 40-pixel blobs); gate tests
+# set their own.
+OPEN_GATE_QUALITY = {"min_side": 1, "too_dark": -1.0, "overexposed": 2.0, "flat": -1.0, "blurred": -1.0}
+
+
+def _tiny_gate(model_dir: Path) -> dict:
+    """An untrained width-4 gate exported as `model.gate train` exports one, with an open threshold."""
+    from model import gate
+
+    gate.export_gate(gate.build_gate_model(width=4), model_dir / config.GATE_TFLITE_FILE)
+    return gate.gate_section(0.0, dict(OPEN_GATE_QUALITY), training={"images": 0})
 
 
 @pytest.fixture()

@@ -517,6 +517,7 @@ def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validati
     assert train.main([*tiny, "--out-dir", str(chosen)]) == 0
     # The refit takes the chosen run's whole recipe (the quick one, width 4, one epoch) from its metadata.
     refit_args = ["--work-dir", str(synthetic_prepared), "--refit-of", str(chosen), "--out-dir", str(refit)]
+    refit_args.append("--skip-gate")  # the image gate has its own tests (tests/test_gate.py)
     assert train.main(refit_args) == 0
 
     training = json.loads((refit / config.METADATA_FILE).read_text())["training"]

@@ -11,6 +11,7 @@ from flask import Flask, Request
 
 from model import config
 from webapp.classifier import Classifier
+from webapp.gate import Gate
 
 
 class InMemoryRequest(Request):
@@ -53,6 +54,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Loaded once per worker; a missing or broken model raises here, so the worker never serves.
     app.extensions["classifier"] = Classifier.from_model_dir(
         app.config["MODEL_DIR"], app.config["INFERENCE_THREADS"]
+    )
+    # The image gate is part of the model folder; a folder without one is not served (no upload may
+    # reach the classifier unchecked).
+    app.extensions["gate"] = Gate.from_metadata(
+        app.config["MODEL_DIR"], app.extensions["classifier"].metadata, app.config["INFERENCE_THREADS"]
     )
 
     from webapp import api, assets, errors, security, views

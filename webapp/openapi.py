@@ -133,6 +133,24 @@ ERROR_EXAMPLES = {
     500: ("internal_error", "Something went wrong on our side. Please try again."),
     503: ("not_ready", "model output is not a distribution"),
 }
+# The image gate's refusals (HTTP 422): the Error shape with one of the gate's codes.
+_REFUSAL = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Error"},
+        {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string", "enum": list(config.REFUSAL_CODES)},
+                        "status": {"const": 422},
+                    },
+                }
+            },
+        },
+    ]
+}
 
 
 def _error_responses(*codes: int) -> dict:
@@ -143,7 +161,10 @@ def _error_responses(*codes: int) -> dict:
         responses[str(status)] = {
             "description": ERROR_DESCRIPTIONS[status],
             "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": example}
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{'Refusal' if status == 422 else 'Error'}"},
+                    "example": example,
+                }
             },
         }
         if status == 405:
@@ -289,6 +310,7 @@ def openapi_document() -> dict:
                 "Prediction": _PREDICTION,
                 "Advice": _ADVICE,
                 "Error": _ERROR,
+                "Refusal": _REFUSAL,
                 "Status": {
                     "type": "object",
                     "properties": {"status": {"type": "string"}},

@@ -12,6 +12,7 @@ from werkzeug.datastructures import FileStorage
 from model.preprocessing import ImageError, ImageTooLarge, IncompleteImage, UnsupportedImage, decode_image
 from webapp import heatmap
 from webapp.classifier import Classifier, Prediction
+from webapp.gate import Gate
 
 IMAGE_FIELD = "image"  # the multipart field of the photo, for the form and the API
 
@@ -63,8 +64,16 @@ def uploaded_image(request: Request) -> FileStorage:
     return upload
 
 
+def gate() -> Gate:
+    """The image gate loaded once for this worker."""
+    return current_app.extensions["gate"]
+
+
 def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Result:
-    """Decode an uploaded file (in memory only), classify it, and draw the heat map."""
+    """Decode an upload (in memory only), refuse it if the gate says so, classify it, draw the heat map.
+
+    A refusal is an UploadError with status 422 and one of the gate's codes (config.REFUSAL_CODES).
+    """
     if upload is None or not upload.filename:
         raise UploadError(
             f"No file was uploaded in the field `{IMAGE_FIELD}`. Choose a photo of the skin lesion.",
@@ -76,6 +85,9 @@ def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Res
         image = decode_image(data, model.input_size)
     except ImageError as exc:
         raise UploadError(str(exc), *_status_for(exc)) from None
+    refusal = gate().check(image)
+    if refusal is not None:
+        raise UploadError(refusal.message, 422, refusal.code)
     prediction = model.predict(image)
     if not with_heatmap:
         return Result(prediction, b"", image)

@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Blueprint, abort, render_template, request, send_from_directory
 
 from model import advice, config
-from model.model_card import limitation_lines
+from model.model_card import gate_rows, limitation_lines
 from webapp import heatmap
 from webapp.errors import error_response
 from webapp.prediction import Result, UploadError, classifier, data_uri, predict_upload, uploaded_image
@@ -107,6 +107,7 @@ def about():
         threshold=advice.operating_threshold(metadata),
         levels=[(level, advice.LEVELS[level]) for level in advice.LEVEL_ORDER],
         percent=advice.percent,
+        gate_rows=gate_rows(metadata.get(config.GATE_METADATA_KEY, {}).get("figures", {})),
     )
 
 
