@@ -20,7 +20,7 @@ import tensorflow as tf
 from model import config, integrity, network
 
 MODEL_NAME = "skin-lesion-cnn"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 
 
 def export_litert(model: keras.Model, path: Path) -> Path:
