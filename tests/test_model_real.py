@@ -50,7 +50,7 @@ def litert_outputs(committed_model_dir, test_set):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="committed run H1 misses 10 of the 12 floors of issue 18 (model card, 'The project's bar'): "
+    reason="committed run H1 misses 9 of the 12 floors of issue 18 (model card, 'The project's bar'): "
     "isic9 Test 0.483 / 0.486 / mel AUC 0.767 / mel-vs-nevus 0.680 / ECE 0.135; HAM10000 held-out "
     "0.687 / 0.570 / 0.828 / 0.845 (ECE 0.035 and orientation 1.000 met on both). Known miss of issue 18.",
 )
