@@ -81,7 +81,7 @@ def runtime_table() -> list[dict]:
     """LiteRT vs Keras on preprocessed Test images: batch-1 latency and batch-16 throughput."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from model.export import load_keras_model
+    from model.export import load_served_keras_model
 
     images = load_image_files(sorted((config.DATA_DIR / "Test").glob("*/*.jpg")))
     model_path = str(config.MODEL_DIR / config.MODEL_TFLITE_FILE)
@@ -98,7 +98,7 @@ def runtime_table() -> list[dict]:
 
         return run
 
-    keras_model = load_keras_model(config.MODEL_DIR)
+    keras_model = load_served_keras_model(config.MODEL_DIR)
     rows = []
     for name, one, sixteen in (
         ("LiteRT (served)", litert(1), litert(16)),

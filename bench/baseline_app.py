@@ -2,6 +2,8 @@
 
 Written the way the popular Keras + Flask demos are (module-level app, model loaded at import,
 TensorFlow in the web process), so the benchmark can show what the project's serving design buys.
+It computes the same prediction as the served model (logits averaged over the 8 orientations,
+model.export.load_served_keras_model): the comparison measures the serving design, not the model.
 Served by gunicorn with the project's configuration: `gunicorn -c gunicorn.conf.py bench.baseline_app:app`.
 """
 
@@ -12,10 +14,10 @@ from flask import Flask, jsonify, request
 from PIL import Image
 
 from model import config
-from model.export import load_keras_model
+from model.export import load_served_keras_model
 
 app = Flask(__name__)
-model = load_keras_model(config.MODEL_DIR)
+model = load_served_keras_model(config.MODEL_DIR)
 
 
 @app.post("/api/v1/predict")

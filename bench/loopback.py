@@ -76,6 +76,19 @@ def gunicorn_server(
             stop(process)
 
 
+def gunicorn_start_failure(model_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Start gunicorn on model_dir expecting it to refuse; the finished process, with its output."""
+    env = {**os.environ, "PORT": "0", "MODEL_DIR": str(model_dir), "WEB_CONCURRENCY": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0"],
+        cwd=config.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def stop(process: subprocess.Popen, grace: float = 20) -> None:
     """Stop a server gracefully (SIGTERM), and its whole process group if it does not stop in time."""
     process.terminate()

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from bench.loopback import gunicorn_server, post_image
+from bench.loopback import gunicorn_server, gunicorn_start_failure, post_image
 from model import config
 
 pytestmark = pytest.mark.slow
@@ -24,14 +20,6 @@ def test_gunicorn_serves_the_api_over_http(tiny_model_dir, sample_jpeg):
 
 
 def test_gunicorn_refuses_to_start_without_a_model(tmp_path):
-    env = {**os.environ, "PORT": "0", "MODEL_DIR": str(tmp_path / "missing"), "WEB_CONCURRENCY": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0"],
-        cwd=config.PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = gunicorn_start_failure(tmp_path / "missing")
     assert result.returncode != 0
     assert "No model metadata" in result.stdout + result.stderr
