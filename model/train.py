@@ -39,16 +39,16 @@ log = logging.getLogger("model.train")
 class TrainConfig:
     """Everything that decides a training run; saved into the model's metadata."""
 
-    # The defaults are the committed recipe (docs/EXPERIMENTS.md): 12 epochs on 96-px crops, then
-    # 14 on 140-px crops, end inside max_minutes on 2 CPU cores.
-    epochs: int = 26
+    # The defaults are the committed recipe (docs/EXPERIMENTS.md): 16 epochs on 80-px crops, then
+    # 32 on 112-px crops, end inside max_minutes on 2 CPU cores.
+    epochs: int = 48
     batch_size: int = 32
     width: int = 16
     dropout: float = 0.3
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
-    patience: int = 26  # the whole schedule: late epochs at full crop size still improve
+    patience: int = 48  # the whole schedule: late epochs at full crop size still improve
     max_minutes: float = 45.0
     seed: int = config.SEED
     limit_per_class: int | None = None  # quick runs: at most this many training images per class
@@ -59,14 +59,14 @@ class TrainConfig:
     weighting_power: float = 0.5
     # Train on random crop_size squares of the input (0: whole images); the saved model takes the
     # whole image at config.IMAGE_SIZE.
-    crop_size: int = 140
+    crop_size: int = 112
     # Progressive resizing: the first small_crop_epochs epochs train on small_crop_size crops (at
     # the same scale), which cost about (small / crop_size)^2 of the time, so more epochs fit the
     # time budget; 0 turns it off. Patience counts from the first full-size epoch.
-    small_crop_size: int = 96
-    small_crop_epochs: int = 12
+    small_crop_size: int = 80
+    small_crop_epochs: int = 16
     # Multiplies the channels of the two low-resolution stages (model.network.build_model).
-    deep_width_scale: float = 2.0
+    deep_width_scale: float = 1.5
     # The final fit of a chosen recipe: the run folder whose configuration is trained again on
     # train + validation ("" : an ordinary run that selects its epoch on validation).
     refit_of: str = ""
