@@ -379,7 +379,7 @@ def _damaged_copy(model_dir, tmp_path, damage: str):
         i, j = names.index("melanoma"), names.index("nevus")
         names[i], names[j] = names[j], names[i]
     elif damage == "wrong_input_size":
-        metadata["input"]["size"] = [128, 128]
+        metadata["input"]["size"] = [side + 32 for side in metadata["input"]["size"]]  # not the exported size
     elif damage == "model_file_changed":
         tflite = target / config.MODEL_TFLITE_FILE
         content = bytearray(tflite.read_bytes())
