@@ -84,8 +84,6 @@ GOALS: dict[str, tuple[str, float]] = {
     "clean_flagged_poor_quality": ("<=", 0.01),
 }
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
-# data_prep's source name of isic9 pictures in the split (config.ISIC9_SOURCE once issue 18 lands).
-ISIC9_SOURCE = "isic9"
 # A training class with fewer images (the smartphone photos) is repeated up to this many, so that the
 # class-balancing loss weights stay moderate; augmentation makes every repeat a different view.
 MIN_IMAGES_PER_CLASS = 600
@@ -105,7 +103,7 @@ def dermoscopy(part: str, work_dir: Path) -> pd.DataFrame:
     if limit is None or len(table) <= limit:
         return table
     shuffled = table.sample(frac=1.0, random_state=config.SEED)
-    rare = shuffled.source == ISIC9_SOURCE if "source" in shuffled else np.zeros(len(shuffled), bool)
+    rare = shuffled.source == config.ISIC9_SOURCE if "source" in shuffled else np.zeros(len(shuffled), bool)
     return pd.concat([shuffled[rare], shuffled[~rare]]).head(limit).reset_index(drop=True)
 
 
@@ -126,7 +124,7 @@ def without_test_lesions(table: pd.DataFrame, work_dir: Path) -> pd.DataFrame:
 def dermoscopy_test_subsets(work_dir: Path) -> list[str]:
     """The split's Test subsets: "test" (isic9) and "ham_test" when data_prep defines it."""
     subsets = set(pd.read_csv(Path(work_dir) / config.SPLIT_FILE, usecols=["subset"]).subset)
-    return [name for name in ("test", "ham_test") if name in subsets]
+    return [name for name in config.TEST_SUBSETS if name in subsets]
 
 
 def everyday_photos(part: str, root: Path = config.NONLESION_DIR) -> list[Path]:

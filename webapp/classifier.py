@@ -28,6 +28,18 @@ class ModelLoadError(RuntimeError):
     """The model folder is missing, incomplete, or its files do not prove to be the exported model."""
 
 
+def open_interpreter(
+    model_path: Path, num_threads: int, error: type[ModelLoadError] = ModelLoadError
+) -> Interpreter:
+    """A LiteRT interpreter of model_path with its tensors allocated; `error` if the file is not one."""
+    try:
+        interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise error(f"{model_path} is not a valid LiteRT model: {exc}") from exc
+    return interpreter
+
+
 @dataclass
 class Prediction:
     """What the model says about one image."""
@@ -58,11 +70,7 @@ class Classifier:
             metadata.get("metrics", {}).get("operating_point", {}).get("malignant_threshold", 0.5)
         )
         _check_hash(Path(model_path), metadata)
-        try:
-            self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{model_path} is not a valid LiteRT model: {exc}") from exc
+        self._interpreter = open_interpreter(model_path, num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = {len(d["shape"]): d["index"] for d in self._interpreter.get_output_details()}
         if set(outputs) != {2, 4}:

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from model import config
 from model.preprocessing import to_model_input
-from model.quality import image_statistics, quality_problem
-from webapp.classifier import ModelLoadError
+from model.quality import MIN_SIDE, image_statistics, quality_problem
+from webapp.classifier import ModelLoadError, open_interpreter
 
 # Every refusal ends with this: a refusal must never read as an all-clear for the lesion.
 NOT_REASSURANCE = (
@@ -79,11 +78,7 @@ class Gate:
         self.input_size = tuple(section["input"]["size"])
         self.lesion_threshold: float = section["thresholds"]["lesion_probability"]
         self.quality_thresholds: dict[str, float] = section["thresholds"]["quality"]
-        try:
-            self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise GateLoadError(f"{model_path} is not a valid LiteRT gate: {exc}") from exc
+        self._interpreter = open_interpreter(model_path, num_threads, GateLoadError)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._lock = threading.Lock()  # one interpreter is not safe to call from two threads at once
@@ -107,7 +102,7 @@ class Gate:
         problem = quality_problem(image_statistics(image), self.quality_thresholds)
         if problem:
             width, height = image.size
-            min_side = int(self.quality_thresholds.get("min_side", 0))
+            min_side = int(self.quality_thresholds.get("min_side", MIN_SIDE))
             return refusal(problem, width=width, height=height, min_side=min_side)
         verdict = self.decide(self.probabilities(image))
         return refusal(verdict) if verdict else None

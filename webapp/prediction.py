@@ -69,16 +69,12 @@ def gate() -> Gate:
     return current_app.extensions["gate"]
 
 
-def predict_upload(upload: FileStorage | None, with_heatmap: bool = True) -> Result:
+def predict_upload(upload: FileStorage, with_heatmap: bool = True) -> Result:
     """Decode an upload (in memory only), refuse it if the gate says so, classify it, draw the heat map.
 
-    A refusal is an UploadError with status 422 and one of the gate's codes (config.REFUSAL_CODES).
+    upload comes from uploaded_image(), which has already refused a missing file. A refusal is an
+    UploadError with status 422 and one of the gate's codes (config.REFUSAL_CODES).
     """
-    if upload is None or not upload.filename:
-        raise UploadError(
-            f"No file was uploaded in the field `{IMAGE_FIELD}`. Choose a photo of the skin lesion.",
-            code="missing_image",
-        )
     data = upload.read()  # held in memory only; never written to disk or logged
     model = classifier()
     try:

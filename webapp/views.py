@@ -50,21 +50,22 @@ def index():
 @bp.post("/")
 def predict():
     """A plain form post: classify the photo and render the result page."""
-    try:
-        result = predict_upload(uploaded_image(request), with_heatmap=False)
-    except UploadError as exc:
-        return error_response(exc.status, str(exc), exc.code)
-    return render_template("result.html", **result_context(result))
+    return _render_upload("result.html")
 
 
 @bp.post("/result")
 def result_fragment():
     """The same result as the form post, as an HTML fragment for the page's script to put in place."""
+    return _render_upload("_result.html")
+
+
+def _render_upload(template: str):
+    # Both routes answer one upload from the same result; only the template around it differs.
     try:
         result = predict_upload(uploaded_image(request), with_heatmap=False)
     except UploadError as exc:
         return error_response(exc.status, str(exc), exc.code)
-    return render_template("_result.html", **result_context(result))
+    return render_template(template, **result_context(result))
 
 
 def result_context(result: Result) -> dict:
