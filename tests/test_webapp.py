@@ -503,6 +503,26 @@ def test_unvalidated_model_never_says_low_concern():
     assert answer.level == "have_it_checked" and answer.threshold is None
 
 
+@pytest.mark.parametrize(
+    "operating_point, flag, level",
+    [
+        ({"malignant_threshold": 0.0}, True, "see_doctor_soon"),
+        ({"malignant_threshold": 1.01}, False, "keep_watching"),
+        ({}, False, "have_it_checked"),  # unvalidated: no guessed threshold flags anything
+    ],
+)
+def test_malignant_flag_is_the_advice_verdict(tiny_model_dir, sample_jpeg, operating_point, flag, level):
+    import json
+
+    from webapp.classifier import Classifier
+
+    metadata = json.loads((tiny_model_dir / config.METADATA_FILE).read_text())
+    metadata["metrics"] = {"operating_point": operating_point}
+    classifier = Classifier(tiny_model_dir / config.MODEL_TFLITE_FILE, metadata)
+    prediction = classifier.predict(Image.open(sample_jpeg).convert("RGB"))
+    assert (prediction.malignant_flag, prediction.advice.level) == (flag, level)
+
+
 def test_advice_quotes_sensitivity_with_its_interval_from_metadata():
     from model.advice import advise
 
@@ -577,24 +597,32 @@ def test_heat_map_on_the_frame_is_called_out(client, app, monkeypatch):
 # --- Refusals and errors --------------------------------------------------------------------------
 @pytest.mark.parametrize("code", ["not_a_lesion", "not_dermoscopic", "poor_quality"])
 def test_gate_refusals_render_as_their_own_states(client, monkeypatch, code):
+    from markupsafe import escape
+
     from webapp import api, errors, views
+    from webapp.gate import refusal
     from webapp.prediction import UploadError
 
+    message = refusal(code).message
+
     def refuse(upload, with_heatmap=True):
-        raise UploadError(f"Refused by the gate ({code}).", 422, code)
+        raise UploadError(message, 422, code)
 
     monkeypatch.setattr(views, "predict_upload", refuse)
     monkeypatch.setattr(api, "predict_upload", refuse)
     photo = VALID_UPLOADS["jpeg"]()
     response = _post(client, photo)
     assert response.status_code == 422 and response.json["error"]["code"] == code
-    title = errors.REFUSALS[code]["title"]
+    title = errors.REFUSAL_TITLES[code]
     page = _post(client, photo, api=False)
     fragment = client.post("/result", data={"image": (io.BytesIO(photo), "a.jpg")})
     for answer in (page, fragment):
         html = answer.get_data(as_text=True)
-        assert answer.status_code == 422 and title in html and f"Refused by the gate ({code})." in html
+        assert answer.status_code == 422 and title in html and html.count(escape(message)) == 1
         assert f'data-code="{code}"' in html and 'id="result"' not in html
+    # The message is the one place that says what to do next and that this is no reassurance.
+    assert 'id="problem-next"' not in fragment.get_data(as_text=True)
+    assert fragment.get_data(as_text=True).count("doctor") == message.count("doctor") == 1
     assert 'id="upload-form"' in page.get_data(as_text=True)  # try again on the same page
 
 

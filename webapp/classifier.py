@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from model import config, integrity
-from model.advice import Advice, advise
+from model.advice import SEE_DOCTOR, Advice, advise
 from model.preprocessing import to_model_input
 
 # The exit status of a server that refuses to start because its model folder fails the checks
@@ -66,9 +66,6 @@ class Classifier:
             self.input_size = tuple(int(side) for side in metadata["input"]["size"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"metadata lacks valid class_names or input size: {exc!r}") from exc
-        self.malignant_threshold = (
-            metadata.get("metrics", {}).get("operating_point", {}).get("malignant_threshold", 0.5)
-        )
         _check_hash(Path(model_path), metadata)
         self._interpreter = open_interpreter(model_path, num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
@@ -149,14 +146,17 @@ class Classifier:
         risk = {
             group: float(sum(by_class[c] for c in classes)) for group, classes in config.RISK_GROUPS.items()
         }
+        advice = advise(risk, self.metadata)
         return Prediction(
             probabilities=by_class,
             top_class=self.class_names[top],
             melanoma_probability=by_class[config.MELANOMA],
             risk_group=config.RISK_OF_CLASS[self.class_names[top]],
             risk_probabilities=risk,
-            malignant_flag=risk["malignant"] >= self.malignant_threshold,
-            advice=advise(risk, self.metadata),
+            # The flag is the advice's own verdict, so the API and the page cannot disagree (and a
+            # model without a validated operating point flags nothing rather than guessing one).
+            malignant_flag=advice.level == SEE_DOCTOR,
+            advice=advice,
             class_map=class_maps[:, :, top],
             inference_ms=elapsed_ms,
         )

@@ -22,29 +22,18 @@ CODES = {
     500: "internal_error",
     503: "not_ready",
 }
-# Refusals of the image gate (422): the photo is readable but not one the model can judge.
-REFUSALS = {
-    "not_a_lesion": {
-        "title": "This does not look like a photo of a skin lesion",
-        "next_step": "Take a close, sharp photo of one spot on the skin, with the spot filling most of the "
-        "picture, and try again.",
-    },
-    "not_dermoscopic": {
-        "title": "This is not a dermatoscope photo",
-        "next_step": "The model only learned from photos taken through a dermatoscope (a skin magnifier with "
-        "its own light), so it cannot judge an ordinary photo. A doctor can look at the spot itself.",
-    },
-    "poor_quality": {
-        "title": "The photo is too unclear to judge",
-        "next_step": "Take the photo again in good light, held steady and in focus, with the spot in the "
-        "middle of the picture.",
-    },
+# Refusals of the image gate (422): the photo is readable but not one the model can judge. The page's
+# heading for each; the message (webapp.gate.REASONS) is the one place that says why and what to do.
+REFUSAL_TITLES = {
+    "not_a_lesion": "This does not look like a photo of a skin lesion",
+    "not_dermoscopic": "This is not a dermatoscope photo",
+    "poor_quality": "The photo is too unclear to judge",
 }
 EXTRA_CODES = {
     "missing_image": 400,
     "invalid_parameter": 400,
     "too_many_fields": 413,
-    **{code: 422 for code in REFUSALS},
+    **{code: 422 for code in REFUSAL_TITLES},
 }
 
 MESSAGES = {
@@ -73,9 +62,10 @@ def wants_json() -> bool:
 
 def problem(status: int, message: str, code: str) -> dict:
     """What a person sees about a failed upload: a title, the cause, and what to do next."""
-    refusal = REFUSALS.get(code)
-    if refusal:
-        return {"status": status, "code": code, "message": message, "refusal": True, **refusal}
+    if code in REFUSAL_TITLES:
+        # A refusal's message already says what to do next and that it is no reassurance.
+        title = REFUSAL_TITLES[code]
+        return {"status": status, "code": code, "message": message, "refusal": True, "title": title}
     title = "Something went wrong on our side" if status >= 500 else "The photo could not be analysed"
     next_step = "Please try again in a moment." if status >= 500 else "Choose another photo and try again."
     return {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from model import advice, config
-from webapp.errors import CODES, EXTRA_CODES, REFUSALS
+from webapp.errors import CODES, EXTRA_CODES, REFUSAL_TITLES
 
 # Values of the `heatmap` parameter; webapp.api refuses any other with a 400.
 HEATMAP_TRUE = ("true", "1", "yes", "on")
@@ -83,7 +83,8 @@ _PREDICTION = {
         "risk_probabilities": _RISK,
         "malignant_flag": {
             "type": "boolean",
-            "description": "P(malignant group) is at or above the operating point chosen on validation.",
+            "description": "P(malignant group) is at or above the operating point chosen on validation "
+            "(advice.level is see_doctor_soon); false for a model without a validated operating point.",
         },
         "advice": {"$ref": "#/components/schemas/Advice"},
         "inference_ms": {"type": "number", "minimum": 0},
@@ -118,7 +119,7 @@ ERROR_DESCRIPTIONS = {
     413: "Upload over the size limit or an image with too many pixels (payload_too_large), or a form with "
     "too many fields (too_many_fields).",
     415: "Not an image, an unsupported image format, or a body that is not multipart/form-data.",
-    422: "A readable image that the model cannot judge: " + ", ".join(REFUSALS) + ".",
+    422: "A readable image that the model cannot judge: " + ", ".join(REFUSAL_TITLES) + ".",
     500: "An unexpected error; details go to the server log only.",
     503: "The model is not ready.",
 }
