@@ -691,9 +691,7 @@ def _weighting_text(training: dict) -> str:
 
 
 def _loss_weights_text(training: dict) -> str:
-    cell = {"class": "class", "source": "(acquisition source, class) cell"}.get(training.get("weighting"))
-    if cell is None:
-        return ""
+    cell = "(acquisition source, class) cell"
     power = training.get("weighting_power", 1.0)
     if power == 1.0:
         return f"Loss weights: every {cell} weighs the same in total."
@@ -735,11 +733,10 @@ def confounding_text(training: dict) -> str:
             f"random {training['crop_size']}-pixel crops of the {config.IMAGE_SIZE[0]}-pixel input, "
             "which move the lesion in the frame and cut off the borders where vignetting and rulers sit"
         )
-    if training.get("weighting") == "source":
-        measures.append(
-            "loss weights per (source, class) cell, so that a class weighs alike in each source that "
-            "holds it and the source stops predicting the class"
-        )
+    measures.append(
+        "loss weights per (source, class) cell, so that a class weighs alike in each source that "
+        "holds it and the source stops predicting the class"
+    )
     listed = "; ".join(f"({i}) {m}" for i, m in enumerate(measures, 1))
     return f"{CONFOUNDING}\n\nWhat this model's training does against it: {listed}."
 

@@ -52,10 +52,9 @@ class TrainConfig:
     max_minutes: float = 45.0
     seed: int = config.SEED
     limit_per_class: int | None = None  # quick runs: at most this many training images per class
-    # "class": every class weighs the same in the loss; "source": every (acquisition source, class)
-    # cell does, so that the source stops predicting the class (see model.data.sample_weights).
-    weighting: str = "source"
-    # How far the weights even out the cells: 1 all the same total weight, 0 none (data.sample_weights).
+    # Loss weights per (acquisition source, class) cell, so that the source stops predicting the
+    # class (model.data.sample_weights; class-only weights lost on validation, docs/EXPERIMENTS.md
+    # runs A and B). How far they even out the cells: 1 all the same total weight, 0 none.
     weighting_power: float = 0.5
     # Train on random crop_size squares of the input (0: whole images); the saved model takes the
     # whole image at config.IMAGE_SIZE.
@@ -194,9 +193,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         train_table = with_validation(train_table, val_table)
     train_labels, val_labels = data.label_indices(train_table.label), data.label_indices(val_table.label)
     weights = data.sample_weights(
-        train_labels,
-        data.image_sources(train_table, work_dir) if settings.weighting == "source" else None,
-        settings.weighting_power,
+        train_labels, data.image_sources(train_table, work_dir), settings.weighting_power
     )
     crop_size = training_crop_size(settings)
     train_ds = training_dataset(train_table.path, train_labels, settings, weights, crop_size)
@@ -434,9 +431,6 @@ def main(argv: list[str] | None = None) -> int:
         help="do not retrain the image gate (model.gate) after the classifier",
     )
     for field, default in asdict(TrainConfig()).items():
-        if field == "weighting":
-            parser.add_argument("--weighting", choices=("class", "source"))
-            continue
         parser.add_argument(
             f"--{field.replace('_', '-')}", type=type(default) if default is not None else int
         )

@@ -287,9 +287,9 @@ def test_training_crops_have_the_crop_size(synthetic_prepared):
 def test_model_card_lists_the_measures_the_run_used():
     from model.model_card import confounding_text
 
-    plain = confounding_text({"crop_size": 0, "weighting": "class"})
-    assert "crops" not in plain and "(source, class)" not in plain
-    full = confounding_text({"crop_size": 112, "weighting": "source"})
+    plain = confounding_text({"crop_size": 0})
+    assert "crops" not in plain and "(source, class)" in plain
+    full = confounding_text({"crop_size": 112})
     assert "112-pixel crops" in full and "(source, class)" in full
     assert "averages all 8 flips/rotations" in plain and "melanomas and nevi from HAM10000" in plain
 
@@ -475,10 +475,10 @@ def test_model_card_mentions_progressive_resizing_only_when_used():
     text = _weighting_text({"crop_size": 112, "small_crop_size": 80, "small_crop_epochs": 36})
     assert "first 36 epochs used 80x80 crops" in text
     # The loss weights' power: a cell of n images weighs n^(1 - power) in total.
-    assert "cell of n training images weighs n^0.5 in total" in _weighting_text(
-        {"weighting": "source", "weighting_power": 0.5}
+    assert "cell of n training images weighs n^0.5 in total" in _weighting_text({"weighting_power": 0.5})
+    assert "every (acquisition source, class) cell weighs the same" in _weighting_text(
+        {"weighting_power": 1.0}
     )
-    assert "every class weighs the same" in _weighting_text({"weighting": "class", "weighting_power": 1.0})
 
 
 def test_patience_counts_only_from_the_full_size_phase():
