@@ -32,6 +32,9 @@ def test_notebook_quick_run(tmp_path):
     )
     metadata = json.loads((out_dir / config.METADATA_FILE).read_text())
     assert metadata["metrics"]["test"]["images"] == 118
+    # The final model is the refit of the run that chose on validation, as the committed one is.
+    assert metadata["training"]["selection_run"]["run"] == f"{out_dir.name}_selection"
+    assert metadata["metrics"]["val"] == metadata["training"]["selection_run"]["val"]
     if config.HAM_IMAGES_DIR.is_dir():
         assert metadata["metrics"]["ham_test"]["label_level"] == "HAM10000 dx"
     assert (out_dir / config.MODEL_TFLITE_FILE).is_file()
