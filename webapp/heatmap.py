@@ -48,12 +48,15 @@ def colourise(weights: np.ndarray) -> np.ndarray:
     return (_ANCHORS[lower] * (1 - fraction) + _ANCHORS[upper] * fraction).astype(np.uint8)
 
 
-def overlay(image: Image.Image, class_map: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """The photo, downsized for display, with the normalised map blended over it."""
-    photo = display_copy(image)
-    weights = Image.fromarray(normalise_map(class_map)).resize(photo.size, Image.Resampling.BICUBIC)
-    heat = Image.fromarray(colourise(np.asarray(weights)))
+def overlay(photo: Image.Image, class_map: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The photo (its display_copy) with the normalised map blended over it."""
+    heat = Image.fromarray(colourise(map_at(photo.size, class_map)))
     return Image.blend(photo, heat, alpha)
+
+
+def map_at(size: tuple[int, int], class_map: np.ndarray) -> np.ndarray:
+    """The normalised map resized (bicubic) to a picture's (width, height)."""
+    return np.asarray(Image.fromarray(normalise_map(class_map)).resize(size, Image.Resampling.BICUBIC))
 
 
 def display_copy(image: Image.Image) -> Image.Image:
@@ -63,13 +66,9 @@ def display_copy(image: Image.Image) -> Image.Image:
     return image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
 
 
-def hot_area_on_frame(image: Image.Image, class_map: np.ndarray) -> bool:
-    """Whether most of the map's hot area lies on the frame or vignette rather than on the lesion."""
-    photo = display_copy(image)
-    weights = np.asarray(
-        Image.fromarray(normalise_map(class_map)).resize(photo.size, Image.Resampling.BICUBIC)
-    )
-    hot = weights >= HOT_LEVEL
+def hot_area_on_frame(photo: Image.Image, class_map: np.ndarray) -> bool:
+    """Whether most of the map's hot area lies on the frame or vignette of the photo (its display_copy)."""
+    hot = map_at(photo.size, class_map) >= HOT_LEVEL
     if not hot.any() or float(class_map.max() - class_map.min()) < 1e-12:
         return False
     return float(frame_mask(photo)[hot].mean()) > 0.5

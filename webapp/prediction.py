@@ -87,7 +87,11 @@ def predict_upload(upload: FileStorage, with_heatmap: bool = True) -> Result:
     prediction = model.predict(image)
     if not with_heatmap:
         return Result(prediction, b"", image)
-    return Result(prediction, heatmap.png_bytes(heatmap.overlay(image, prediction.class_map)), image)
+    return Result(
+        prediction,
+        heatmap.png_bytes(heatmap.overlay(heatmap.display_copy(image), prediction.class_map)),
+        image,
+    )
 
 
 def data_uri(content: bytes, mime: str) -> str:

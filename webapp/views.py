@@ -71,6 +71,7 @@ def _render_upload(template: str):
 def result_context(result: Result) -> dict:
     """Everything the one result template shows, derived from one prediction."""
     prediction = result.prediction
+    photo = heatmap.display_copy(result.image)  # shrunk once for all three pictures of the page
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
     return {
         "prediction": prediction,
@@ -78,12 +79,12 @@ def result_context(result: Result) -> dict:
         "ranked": ranked,
         "risk_of_class": config.RISK_OF_CLASS,
         "percent": advice.percent,
-        "photo_uri": data_uri(heatmap.jpeg_bytes(heatmap.display_copy(result.image)), "image/jpeg"),
+        "photo_uri": data_uri(heatmap.jpeg_bytes(photo), "image/jpeg"),
         "heatmap_uri": data_uri(
-            heatmap.jpeg_bytes(heatmap.overlay(result.image, prediction.class_map)), "image/jpeg"
+            heatmap.jpeg_bytes(heatmap.overlay(photo, prediction.class_map)), "image/jpeg"
         ),
         "legend_uri": legend_uri(),
-        "hot_on_frame": heatmap.hot_area_on_frame(result.image, prediction.class_map),
+        "hot_on_frame": heatmap.hot_area_on_frame(photo, prediction.class_map),
         "metadata": classifier().metadata,
     }
 
