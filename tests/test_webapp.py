@@ -626,6 +626,18 @@ def test_gate_refusals_render_as_their_own_states(client, monkeypatch, code):
     assert 'id="upload-form"' in page.get_data(as_text=True)  # try again on the same page
 
 
+def test_a_mostly_missing_picture_is_refused_without_reassurance(client):
+    from bench.hostile import BOMBS
+
+    blank = BOMBS["PNG 1-bit 7000x7000, blank"]()  # 6 KB claiming 49 megapixels
+    api = _post(client, blank, "blank.png")
+    assert api.status_code == 422 and api.json["error"]["code"] == "poor_quality"
+    fragment = client.post("/result", data={"image": (io.BytesIO(blank), "blank.png")})
+    html = fragment.get_data(as_text=True)
+    assert fragment.status_code == 422 and "most of the image is missing" in html
+    assert "not a reassurance" in html and html.count("doctor") == 1
+
+
 def test_every_api_error_carries_a_stable_code(client):
     spec_codes = set(
         client.get("/api/v1/openapi.json").json["components"]["schemas"]["Error"]["properties"]["error"][
