@@ -626,7 +626,7 @@ def test_gate_refusals_render_as_their_own_states(client, monkeypatch, code):
     assert 'id="upload-form"' in page.get_data(as_text=True)  # try again on the same page
 
 
-def test_a_mostly_missing_picture_is_refused_without_reassurance(client):
+def test_a_mostly_missing_picture_is_refused_as_no_reassurance(client):
     from bench.hostile import BOMBS
 
     blank = BOMBS["PNG 1-bit 7000x7000, blank"]()  # 6 KB claiming 49 megapixels

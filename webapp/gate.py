@@ -66,7 +66,12 @@ class Refusal:
 def refusal(reason: str, **details) -> Refusal:
     """The Refusal for a gate class or a quality problem, its message filled with details."""
     code = reason if reason in config.REFUSAL_CODES else config.POOR_QUALITY
-    return Refusal(code, reason, f"{REASONS[reason].format(**details)} {NOT_REASSURANCE}")
+    return Refusal(code, reason, refusal_message(REASONS[reason].format(**details)))
+
+
+def refusal_message(cause: str) -> str:
+    """What a refusal says: its cause and what to do, then that it is no reassurance."""
+    return f"{cause} {NOT_REASSURANCE}"
 
 
 class Gate:

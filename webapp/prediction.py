@@ -12,7 +12,7 @@ from werkzeug.datastructures import FileStorage
 from model.preprocessing import ImageError, ImageTooLarge, IncompleteImage, UnsupportedImage, decode_image
 from webapp import heatmap
 from webapp.classifier import Classifier, Prediction
-from webapp.gate import NOT_REASSURANCE, Gate
+from webapp.gate import Gate, refusal_message
 
 IMAGE_FIELD = "image"  # the multipart field of the photo, for the form and the API
 
@@ -81,8 +81,8 @@ def predict_upload(upload: FileStorage, with_heatmap: bool = True) -> Result:
         image = decode_image(data, model.input_size)
     except ImageError as exc:
         status, code = _status_for(exc)
-        # A refusal (422), like the gate's, must never read as an all-clear for the lesion.
-        message = f"{exc} {NOT_REASSURANCE}" if status == 422 else str(exc)
+        # A picture refused as unreadable (422) is a refusal like the gate's, worded like one.
+        message = refusal_message(str(exc)) if status == 422 else str(exc)
         raise UploadError(message, status, code) from None
     refusal = gate().check(image)
     if refusal is not None:
