@@ -691,14 +691,15 @@ def _weighting_text(training: dict) -> str:
 
 
 def _loss_weights_text(training: dict) -> str:
-    cell = "(acquisition source, class) cell"
     power = training.get("weighting_power", 1.0)
+    if power == 0:
+        return "No loss weights: every training image weighs the same (Augmentor's floor alone rebalances)."
     if power == 1.0:
-        return f"Loss weights: every {cell} weighs the same in total."
+        return "Loss weights: every (acquisition source, class) cell weighs the same in total."
     return (
-        f"Loss weights: a {cell} of n training images weighs n^{1 - power:g} in total (power {power:g}; "
-        "1 would make every cell weigh the same), which lifts the rare ones without letting thousands "
-        "of nevi count as little as a hundred dermatofibromas."
+        f"Loss weights: an (acquisition source, class) cell of n training images weighs n^{1 - power:g} "
+        f"in total (power {power:g}; 1 would make every cell weigh the same), which lifts the rare ones "
+        "without letting thousands of nevi count as little as a hundred dermatofibromas."
     )
 
 

@@ -479,6 +479,7 @@ def test_model_card_mentions_progressive_resizing_only_when_used():
     assert "every (acquisition source, class) cell weighs the same" in _weighting_text(
         {"weighting_power": 1.0}
     )
+    assert "No loss weights" in _weighting_text({"weighting_power": 0.0})
 
 
 def test_patience_counts_only_from_the_full_size_phase():

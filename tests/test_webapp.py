@@ -583,14 +583,15 @@ def test_heat_map_on_the_frame_is_called_out(client, app, monkeypatch):
     edge[0, :] = 1.0  # hottest along the top edge
     centre = np.zeros((10, 10), dtype=np.float32)
     centre[4:6, 4:6] = 1.0
-    assert heatmap.hot_area_on_frame(photo, edge)
-    assert not heatmap.hot_area_on_frame(photo, centre)
+    assert heatmap.hot_area_on_frame(photo, heatmap.map_at(photo.size, edge))
+    assert not heatmap.hot_area_on_frame(photo, heatmap.map_at(photo.size, centre))
+    assert not heatmap.hot_area_on_frame(photo, heatmap.map_at(photo.size, np.ones((10, 10))))  # flat
     vignette = np.array(photo)
     vignette[:, :40] = 0  # a black ring on the left, hot there
     left = np.zeros((10, 10), dtype=np.float32)
     left[3:7, 1:2] = 1.0
-    assert heatmap.hot_area_on_frame(Image.fromarray(vignette), left)
-    monkeypatch.setattr(heatmap, "hot_area_on_frame", lambda image, class_map: True)
+    assert heatmap.hot_area_on_frame(Image.fromarray(vignette), heatmap.map_at(photo.size, left))
+    monkeypatch.setattr(heatmap, "hot_area_on_frame", lambda image, weights: True)
     assert 'id="frame-warning"' in _post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True)
 
 

@@ -48,10 +48,9 @@ def colourise(weights: np.ndarray) -> np.ndarray:
     return (_ANCHORS[lower] * (1 - fraction) + _ANCHORS[upper] * fraction).astype(np.uint8)
 
 
-def overlay(photo: Image.Image, class_map: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """The photo (its display_copy) with the normalised map blended over it."""
-    heat = Image.fromarray(colourise(map_at(photo.size, class_map)))
-    return Image.blend(photo, heat, alpha)
+def overlay(photo: Image.Image, weights: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The photo (its display_copy) with the map, already map_at its size, blended over it."""
+    return Image.blend(photo, Image.fromarray(colourise(weights)), alpha)
 
 
 def map_at(size: tuple[int, int], class_map: np.ndarray) -> np.ndarray:
@@ -66,10 +65,13 @@ def display_copy(image: Image.Image) -> Image.Image:
     return image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
 
 
-def hot_area_on_frame(photo: Image.Image, class_map: np.ndarray) -> bool:
-    """Whether most of the map's hot area lies on the frame or vignette of the photo (its display_copy)."""
-    hot = map_at(photo.size, class_map) >= HOT_LEVEL
-    if not hot.any() or float(class_map.max() - class_map.min()) < 1e-12:
+def hot_area_on_frame(photo: Image.Image, weights: np.ndarray) -> bool:
+    """Whether most of the map's hot area lies on the frame or vignette of the photo (its display_copy).
+
+    weights is the map already map_at the photo's size (a flat map normalises to zeros: no hot area).
+    """
+    hot = weights >= HOT_LEVEL
+    if not hot.any():
         return False
     return float(frame_mask(photo)[hot].mean()) > 0.5
 

@@ -90,11 +90,9 @@ def predict_upload(upload: FileStorage, with_heatmap: bool = True) -> Result:
     prediction = model.predict(image)
     if not with_heatmap:
         return Result(prediction, b"", image)
-    return Result(
-        prediction,
-        heatmap.png_bytes(heatmap.overlay(heatmap.display_copy(image), prediction.class_map)),
-        image,
-    )
+    photo = heatmap.display_copy(image)
+    overlaid = heatmap.overlay(photo, heatmap.map_at(photo.size, prediction.class_map))
+    return Result(prediction, heatmap.png_bytes(overlaid), image)
 
 
 def data_uri(content: bytes, mime: str) -> str:

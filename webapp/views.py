@@ -72,6 +72,7 @@ def result_context(result: Result) -> dict:
     """Everything the one result template shows, derived from one prediction."""
     prediction = result.prediction
     photo = heatmap.display_copy(result.image)  # shrunk once for all three pictures of the page
+    weights = heatmap.map_at(photo.size, prediction.class_map)  # resized once for the overlay and the check
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
     return {
         "prediction": prediction,
@@ -80,11 +81,9 @@ def result_context(result: Result) -> dict:
         "risk_of_class": config.RISK_OF_CLASS,
         "percent": advice.percent,
         "photo_uri": data_uri(heatmap.jpeg_bytes(photo), "image/jpeg"),
-        "heatmap_uri": data_uri(
-            heatmap.jpeg_bytes(heatmap.overlay(photo, prediction.class_map)), "image/jpeg"
-        ),
+        "heatmap_uri": data_uri(heatmap.jpeg_bytes(heatmap.overlay(photo, weights)), "image/jpeg"),
         "legend_uri": legend_uri(),
-        "hot_on_frame": heatmap.hot_area_on_frame(photo, prediction.class_map),
+        "hot_on_frame": heatmap.hot_area_on_frame(photo, weights),
         "metadata": classifier().metadata,
     }
 
