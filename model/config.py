@@ -75,7 +75,7 @@ HAM_DX_CODES: tuple[str, ...] = tuple(sorted(HAM_DX_TO_CLASSES))
 # Acquisition sources. Pictures named in the HAM10000 metadata come from HAM10000; the rest from the
 # ISIC Archive, whose ids number uploads in order. In Train, ids below this bound hold melanomas and
 # nevi; ids above it hold melanomas and seborrheic keratoses (no nevi), so the id block is a
-# confounder training has to weigh against (model.data.sample_weights).
+# confounder (model.evaluate reports figures per source).
 ISIC_ARCHIVE_EARLY_IDS_END = 1000
 
 # --- Images --------------------------------------------------------------------------------------
@@ -135,8 +135,9 @@ ISIC9_SOURCE = "isic9"
 HAM_SOURCE = "ham10000"
 TEST_SUBSETS: dict[str, str] = {"test": "isic9 official Test", "ham_test": "HAM10000 held-out test"}
 # Augmentor tops every class of the training split up to this many images (originals included):
-# a floor for the rare classes (dermatofibroma, vascular lesion, seborrheic keratosis, ...); the
-# rest of the imbalance (5,700 nevi) is left to the loss weights (model.data.sample_weights).
+# a floor for the rare classes (dermatofibroma, vascular lesion, seborrheic keratosis, ...). The
+# rest of the imbalance (5,700 nevi) stays: loss weights that evened it out lost on validation
+# (docs/EXPERIMENTS.md, runs W0 and W1).
 REBALANCE_TARGET_PER_CLASS = 500
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

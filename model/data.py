@@ -58,24 +58,6 @@ def image_sources(table: pd.DataFrame, work_dir: Path = config.WORK_DIR) -> pd.S
     return pd.Series(np.where(in_ham, HAM_SOURCE, archive), index=table.index, name="source")
 
 
-def sample_weights(labels: np.ndarray, sources: pd.Series | None = None, power: float = 1.0) -> np.ndarray:
-    """Per-image loss weights (mean 1): each class, or (source, class) cell, weighs count ** (1 - power).
-
-    power 1 gives every cell the same total weight; 0.5 gives a cell of n images a total of sqrt(n),
-    which lifts the rare classes without letting 5,000 nevi count as little as 76 dermatofibromas
-    (the HAM10000 held-out test, like a clinic's caseload, is two-thirds nevi). With sources, a
-    class weighs the same in each source that holds it, so the source does not predict the class:
-    in isic9 the early ISIC ids hold melanomas and nevi, the later ones melanomas and seborrheic
-    keratoses, and a network weighted by class alone learns "early-id look, so nevus".
-    """
-    cells = pd.Series(np.asarray(labels).astype(str))
-    if sources is not None:
-        cells = np.asarray(sources).astype(str) + "|" + cells
-    counts = cells.map(cells.value_counts()).to_numpy(dtype=float)
-    weights = counts ** (-power)
-    return weights * len(weights) / weights.sum()
-
-
 def random_orientation(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """One of the 8 symmetries of the square, drawn with a stateless (2,) seed.
 
@@ -133,21 +115,17 @@ def make_dataset(
     batch_size: int = 32,
     training: bool = False,
     seed: int = config.SEED,
-    weights: np.ndarray | None = None,
     crop_size: int | tf.Variable = 0,
 ) -> tf.data.Dataset:
     """Decode images in parallel with the shared preprocessing, cache them, batch and prefetch.
 
     Training datasets are shuffled every epoch and augmented after the cache, so each epoch sees
-    new variations of the decoded images. Batches are float32 pixels in 0..255, labels, and the
-    per-image loss weights when weights are given. crop_size > 0 trains on random square crops
+    new variations of the decoded images. Batches are float32 pixels in 0..255 and labels.
+    crop_size > 0 trains on random square crops
     of that size (at the same scale, so lesions keep their apparent size).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if weights is not None:
-        weight_column = tf.data.Dataset.from_tensor_slices(np.asarray(weights, dtype=np.float32))
-        dataset = tf.data.Dataset.zip(dataset, weight_column).map(lambda example, w: (*example, w))
     dataset = dataset.cache()  # uint8: a quarter of the memory, and exact (pixels are integers)
     if training:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)

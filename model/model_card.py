@@ -107,10 +107,11 @@ isic9 Test split its melanoma probability separated melanomas from nevi at ROC A
 
 This model is trained on isic9 plus all of HAM10000 (outside the test sets), so melanomas and nevi
 (HAM10000 holds 1,113 and 6,705) now also come from the same HAM10000 clinics and cameras as the
-other classes: "looks like HAM10000" no longer means "not a melanoma or nevus". The loss weights
-even out (source, class) cells; the served prediction averages the 8 flips and rotations by 90 degrees of
-the photo, so turning it cannot change the answer; and a second test set, held-out HAM10000 lesions,
-is reported beside isic9 Test."""
+other classes: "looks like HAM10000" no longer means "not a melanoma or nevus". Augmentor's floor
+of 500 per class rebalances the rare classes (loss weights per (source, class) cell lost on
+validation); the served prediction averages the 8 flips and rotations by 90 degrees of the photo, so
+turning it cannot change the answer; and a second test set, held-out HAM10000 lesions, is reported
+beside isic9 Test."""
 
 LIMITATIONS = (
     "The official isic9 Test split has only 118 images (3 each of seborrheic keratosis and vascular "
@@ -677,7 +678,11 @@ def _deep_width_text(training: dict) -> str:
 
 
 def _weighting_text(training: dict) -> str:
-    weighting = _loss_weights_text(training)
+    weighting = (
+        f"No loss weights: every training image weighs the same, and Augmentor's floor of "
+        f"{config.REBALANCE_TARGET_PER_CLASS} per class lifts the rare classes (loss weights per (source, "
+        "class) cell lost on validation: docs/EXPERIMENTS.md, runs W0 and W1)."
+    )
     crop = training.get("crop_size", 0)
     crops = f" Trained on random {crop}x{crop} crops; served on the whole image." if crop else ""
     small, small_epochs = training.get("small_crop_size", 0), training.get("small_crop_epochs", 0)
@@ -688,19 +693,6 @@ def _weighting_text(training: dict) -> str:
             f"the rest {crop}x{crop}."
         )
     return weighting + crops
-
-
-def _loss_weights_text(training: dict) -> str:
-    power = training.get("weighting_power", 1.0)
-    if power == 0:
-        return "No loss weights: every training image weighs the same (Augmentor's floor alone rebalances)."
-    if power == 1.0:
-        return "Loss weights: every (acquisition source, class) cell weighs the same in total."
-    return (
-        f"Loss weights: an (acquisition source, class) cell of n training images weighs n^{1 - power:g} "
-        f"in total (power {power:g}; 1 would make every cell weigh the same), which lifts the rare ones "
-        "without letting thousands of nevi count as little as a hundred dermatofibromas."
-    )
 
 
 def _calibration_text(training: dict) -> str:
@@ -734,10 +726,6 @@ def confounding_text(training: dict) -> str:
             f"random {training['crop_size']}-pixel crops of the {config.IMAGE_SIZE[0]}-pixel input, "
             "which move the lesion in the frame and cut off the borders where vignetting and rulers sit"
         )
-    measures.append(
-        "loss weights per (source, class) cell, so that a class weighs alike in each source that "
-        "holds it and the source stops predicting the class"
-    )
     listed = "; ".join(f"({i}) {m}" for i, m in enumerate(measures, 1))
     return f"{CONFOUNDING}\n\nWhat this model's training does against it: {listed}."
 

@@ -52,10 +52,6 @@ class TrainConfig:
     max_minutes: float = 45.0
     seed: int = config.SEED
     limit_per_class: int | None = None  # quick runs: at most this many training images per class
-    # Loss weights per (acquisition source, class) cell, so that the source stops predicting the
-    # class (model.data.sample_weights; class-only weights lost on validation, docs/EXPERIMENTS.md
-    # runs A and B). How far they even out the cells: 1 all the same total weight, 0 none.
-    weighting_power: float = 0.5
     # Train on random crop_size squares of the input (0: whole images); the saved model takes the
     # whole image at config.IMAGE_SIZE.
     crop_size: int = 112
@@ -192,11 +188,10 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     if selection_run:
         train_table = with_validation(train_table, val_table)
     train_labels, val_labels = data.label_indices(train_table.label), data.label_indices(val_table.label)
-    weights = data.sample_weights(
-        train_labels, data.image_sources(train_table, work_dir), settings.weighting_power
-    )
+    # No loss weights: Augmentor's floor alone rebalances (weights per (source, class) cell lost on
+    # validation, docs/EXPERIMENTS.md runs W0 and W1).
     crop_size = training_crop_size(settings)
-    train_ds = training_dataset(train_table.path, train_labels, settings, weights, crop_size)
+    train_ds = training_dataset(train_table.path, train_labels, settings, crop_size)
     val_ds = data.make_dataset(val_table.path, val_labels, 64)
 
     model = training_model(settings)
@@ -287,15 +282,14 @@ def training_crop_size(settings: TrainConfig):
     return tf.Variable(settings.small_crop_size, dtype=tf.int32, trainable=False, name="crop_size")
 
 
-def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, weights=None, crop_size=None):
-    """The shuffled, augmented training pipeline of a configuration (crops, jitter, loss weights)."""
+def training_dataset(paths, labels: np.ndarray, settings: TrainConfig, crop_size=None):
+    """The shuffled, augmented training pipeline of a configuration (crops, jitter)."""
     return data.make_dataset(
         paths,
         labels,
         settings.batch_size,
         training=True,
         seed=settings.seed,
-        weights=weights,
         crop_size=settings.crop_size if crop_size is None else crop_size,
     )
 

@@ -140,29 +140,6 @@ def test_eval_pipeline_matches_shared_preprocessing(synthetic_prepared):
     np.testing.assert_array_equal(np.asarray(images), expected)
 
 
-def test_class_weights_balance_the_loss():
-    from model.data import sample_weights
-
-    labels = np.array([0] * 30 + [1] * 10 + [2] * 20)
-    weights = sample_weights(labels)
-    totals = [weights[labels == c].sum() for c in range(3)]
-    assert totals == pytest.approx([20, 20, 20])
-    assert weights.mean() == pytest.approx(1.0)
-
-
-def test_source_weights_stop_the_source_predicting_the_class():
-    from model.data import sample_weights
-
-    # Source "early" holds 10 of class 0 and 30 of class 1; source "late" holds 60 of class 0.
-    labels = np.array([0] * 10 + [1] * 30 + [0] * 60)
-    sources = pd.Series(["early"] * 40 + ["late"] * 60)
-    weights = sample_weights(labels, sources)
-    early = sources.to_numpy() == "early"
-    # Within "early", both classes now weigh the same: the source says nothing about the class.
-    assert weights[early & (labels == 0)].sum() == pytest.approx(weights[early & (labels == 1)].sum())
-    assert weights.mean() == pytest.approx(1.0)
-
-
 def test_image_sources_follow_ham_metadata_and_archive_ids(synthetic_prepared):
     from model import data
 
@@ -474,12 +451,6 @@ def test_model_card_mentions_progressive_resizing_only_when_used():
     assert "Progressive" not in _weighting_text({"crop_size": 112})
     text = _weighting_text({"crop_size": 112, "small_crop_size": 80, "small_crop_epochs": 36})
     assert "first 36 epochs used 80x80 crops" in text
-    # The loss weights' power: a cell of n images weighs n^(1 - power) in total.
-    assert "cell of n training images weighs n^0.5 in total" in _weighting_text({"weighting_power": 0.5})
-    assert "every (acquisition source, class) cell weighs the same" in _weighting_text(
-        {"weighting_power": 1.0}
-    )
-    assert "No loss weights" in _weighting_text({"weighting_power": 0.0})
 
 
 def test_patience_counts_only_from_the_full_size_phase():
