@@ -121,8 +121,8 @@ def make_dataset(
 
     Training datasets are shuffled every epoch and augmented after the cache, so each epoch sees
     new variations of the decoded images. Batches are float32 pixels in 0..255 and labels.
-    crop_size > 0 trains on random square crops
-    of that size (at the same scale, so lesions keep their apparent size).
+    crop_size > 0 trains on random square crops of that size (at the same scale, so lesions keep
+    their apparent size).
     """
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -265,9 +265,10 @@ def test_model_card_lists_the_measures_the_run_used():
     from model.model_card import confounding_text
 
     plain = confounding_text({"crop_size": 0})
-    assert "crops" not in plain and "(source, class)" in plain
+    assert "crops" not in plain and "colour constancy" in plain
     full = confounding_text({"crop_size": 112})
-    assert "112-pixel crops" in full and "(source, class)" in full
+    assert "112-pixel crops" in full and "colour constancy" in full
+    assert "loss weights" not in full  # they lost on validation (runs W0, W1) and left the recipe
     assert "averages all 8 flips/rotations" in plain and "melanomas and nevi from HAM10000" in plain
 
 
