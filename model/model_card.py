@@ -678,8 +678,13 @@ def _deep_width_text(training: dict) -> str:
 
 
 def _weighting_text(training: dict) -> str:
+    # Runs before W0/W1 weighted the loss (metadata "weighting_power"); their cards say so.
+    power = training.get("weighting_power", 0.0)
     weighting = (
-        f"No loss weights: every training image weighs the same, and Augmentor's floor of "
+        f"Loss weights giving each (source, class) cell a total weight of count^{power:g}, with "
+        f"Augmentor's floor of {config.REBALANCE_TARGET_PER_CLASS} per class."
+        if power
+        else f"No loss weights: every training image weighs the same, and Augmentor's floor of "
         f"{config.REBALANCE_TARGET_PER_CLASS} per class lifts the rare classes (loss weights per (source, "
         "class) cell lost on validation: docs/EXPERIMENTS.md, runs W0 and W1)."
     )

@@ -454,6 +454,14 @@ def test_model_card_mentions_progressive_resizing_only_when_used():
     assert "first 36 epochs used 80x80 crops" in text
 
 
+def test_model_card_states_the_loss_weights_a_run_trained_with():
+    from model.model_card import _weighting_text
+
+    assert _weighting_text({"weighting_power": 0.0}).startswith("No loss weights")
+    # A run from before the comparison (H3, R1) trained with weights: its card must not deny them.
+    assert "count^0.5" in _weighting_text({"weighting_power": 0.5})
+
+
 def test_patience_counts_only_from_the_full_size_phase():
     import keras
 
