@@ -678,11 +678,13 @@ def _deep_width_text(training: dict) -> str:
 
 
 def _weighting_text(training: dict) -> str:
-    # Runs before W0/W1 weighted the loss (metadata "weighting_power"); their cards say so.
+    # Runs before W0/W1 weighted each image by count^-power of its (source, class) cell (metadata
+    # "weighting_power"), so a cell weighed count^(1 - power) in total; their cards say so.
     power = training.get("weighting_power", 0.0)
     weighting = (
-        f"Loss weights giving each (source, class) cell a total weight of count^{power:g}, with "
-        f"Augmentor's floor of {config.REBALANCE_TARGET_PER_CLASS} per class."
+        f"Loss weights (power {power:g}): each (source, class) cell of count images weighed "
+        f"count^{1 - power:g} in total, with Augmentor's floor of {config.REBALANCE_TARGET_PER_CLASS} "
+        "per class."
         if power
         else f"No loss weights: every training image weighs the same, and Augmentor's floor of "
         f"{config.REBALANCE_TARGET_PER_CLASS} per class lifts the rare classes (loss weights per (source, "

@@ -460,6 +460,8 @@ def test_model_card_states_the_loss_weights_a_run_trained_with():
     assert _weighting_text({"weighting_power": 0.0}).startswith("No loss weights")
     # A run from before the comparison (H3, R1) trained with weights: its card must not deny them.
     assert "count^0.5" in _weighting_text({"weighting_power": 0.5})
+    # Power 1 (run W1) gave every cell the same total weight: count^0, not count^1.
+    assert "count^0 in total" in _weighting_text({"weighting_power": 1.0})
 
 
 def test_patience_counts_only_from_the_full_size_phase():
