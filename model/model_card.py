@@ -218,7 +218,7 @@ def gate_text(gate: dict) -> str:
         f"{', '.join(gate['classes'])}) that refuses when P(lesion) < {lesion:.4f}. Both thresholds were "
         "chosen on validation only. Trained on data_prep's train subset of the dermoscopy (its val "
         f"subset for validation), Imagenette everyday photos (classes {held_out} held out entirely), "
-        "the PAD-UFES-20 smartphone photos of a third of the patients (another third for validation), "
+        "the PAD-UFES-20 smartphone photos of two thirds of the patients (the last third held out), "
         "generated pictures, and blurred or JPEG-damaged copies of the training lesions. The figures "
         "below come from the held-out parts: the official Test split, the HAM10000 held-out test when "
         "data_prep defines it, the held-out classes and patients, and generated pictures from their own "

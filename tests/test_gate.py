@@ -266,6 +266,19 @@ def test_smartphone_photos_keep_each_patient_in_one_third(tmp_path):
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
 
 
+def test_gate_trains_on_two_thirds_of_the_phone_patients_and_never_the_held_out_one(tmp_path):
+    import pandas as pd
+
+    from model import gate
+
+    rows = [{"img_id": f"PAT_{p}_{i}.png", "patient_id": f"PAT_{p}"} for p in range(30) for i in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "metadata.csv", index=False)
+    held_out = set(gate.smartphone_photos("test", tmp_path).patient_id)
+    trained = set(gate.smartphone_training_photos("train", tmp_path).patient_id)
+    assert len(trained) == 20 and not trained & held_out
+    assert gate.smartphone_training_photos("val", tmp_path).empty  # validation goes without them
+
+
 def test_generated_pictures_differ_between_parts_and_repeat_within_one():
     from model import gate
 
