@@ -86,8 +86,8 @@ GOALS: dict[str, tuple[str, float]] = {
 }
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 # The thirds of the PAD patients whose phone photos each part holds. They are the scarcest class (about
-# 80 photos a third), and trained on half the train third the gate refused fewer validation phone photos
-# (run g9): so the gate trains on two thirds and the validation part goes without them.
+# 80 photos a third), so the gate trains on two thirds and the validation part goes without them (runs
+# g9 and g10 in docs/EXPERIMENTS.md: a learning curve on validation, then the refit).
 SMARTPHONE_THIRDS = {"train": ("train", "val"), "val": ()}
 # A training class with fewer images (the smartphone photos) is repeated up to this many, so that the
 # class-balancing loss weights stay moderate; augmentation makes every repeat a different view.
