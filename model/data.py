@@ -28,6 +28,13 @@ def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
     return _read(Path(work_dir) / config.AUGMENTED_MANIFEST_FILE)
 
 
+def augmentor_floor(training_set: pd.DataFrame) -> int | None:
+    """The count Augmentor topped classes up to (None when no class needed it), read from the set."""
+    topped = training_set[training_set.augmented].label.unique()
+    counts = training_set[training_set.label.isin(topped)].label.value_counts()
+    return int(counts.max()) if len(counts) else None
+
+
 def read_subset(subset: str, work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
     """Rows of the split manifest for one subset: "train", "val" or "test"."""
     table = _read(Path(work_dir) / config.SPLIT_FILE)

@@ -258,7 +258,7 @@ def render(metadata: dict, audit_markdown: str) -> str:
         "## What changed from the isic9-only model\n\n" + changes_text(metrics),
         "## What remains weak\n\n" + weaknesses_text(metrics),
         "## Limitations\n\n" + "\n".join(f"- {line}" for line in LIMITATIONS),
-        "## Training data\n\n" + data_text(metadata["data"]),
+        "## Training data\n\n" + data_text(metadata["data"], augmentor_floor(training)),
         "### Data audit\n\n" + _audit_text(audit_markdown),
         "## Model\n\n" + _model_text(metadata),
         "## Training\n\n" + _training_text(training),
@@ -550,7 +550,12 @@ def _unless_plain(val_name: str) -> str:
 
 
 # --- Data, model, training ------------------------------------------------------------------------
-def data_text(data: dict) -> str:
+def augmentor_floor(training: dict) -> int:
+    """The run's Augmentor floor per class (runs before it was recorded all used config's)."""
+    return training.get("augmentor_floor") or config.REBALANCE_TARGET_PER_CLASS
+
+
+def data_text(data: dict, floor: int) -> str:
     """Both sources, the dx -> class policy, the subsets and their counts by class and by source."""
     split = data["split"]
     policy = split.get("policy", {}).get("ham_dx_training_label", config.HAM_DX_TRAINING_LABEL)
@@ -576,7 +581,7 @@ def data_text(data: dict) -> str:
             _source_counts_table(split),
             f"Label resolutions: {resolutions or 'none recorded'}. Dropped: {dropped or 'nothing'} (policy "
             f"in `data_prep/split.py`). The training subset was topped up to "
-            f"{config.REBALANCE_TARGET_PER_CLASS} images per class with Augmentor (train only). Split "
+            f"{floor} images per class with Augmentor (train only). Split "
             f"content hash `{data['split_content_hash'][:16]}`.",
         ]
     )
@@ -683,11 +688,11 @@ def _weighting_text(training: dict) -> str:
     power = training.get("weighting_power", 0.0)
     weighting = (
         f"Loss weights (power {power:g}): each (source, class) cell of count images weighed "
-        f"count^{1 - power:g} in total, with Augmentor's floor of {config.REBALANCE_TARGET_PER_CLASS} "
+        f"count^{1 - power:g} in total, with Augmentor's floor of {augmentor_floor(training)} "
         "per class."
         if power
         else f"No loss weights: every training image weighs the same, and Augmentor's floor of "
-        f"{config.REBALANCE_TARGET_PER_CLASS} per class lifts the rare classes (loss weights per (source, "
+        f"{augmentor_floor(training)} per class lifts the rare classes (loss weights per (source, "
         "class) cell lost on validation: docs/EXPERIMENTS.md, runs W0 and W1)."
     )
     crop = training.get("crop_size", 0)

@@ -341,6 +341,8 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
             "wall_seconds": round(result.seconds, 1),
             "images_per_second": round(result.images_per_second, 1),
             "train_images": result.train_images,
+            # The run's own floor, which a run made with --target-per-class may not share with config.
+            "augmentor_floor": data.augmentor_floor(data.read_training_set(work_dir)),
             "selection_run": result.selection_run,
         },
         data={"split_content_hash": split_info["content_hash"], "split": split_info},

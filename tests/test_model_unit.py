@@ -464,6 +464,26 @@ def test_model_card_states_the_loss_weights_a_run_trained_with():
     assert "count^0 in total" in _weighting_text({"weighting_power": 1.0})
 
 
+def test_augmentor_floor_is_read_from_the_rebalanced_training_set():
+    import pandas as pd
+
+    from model import data
+
+    rows = [("a", False)] * 3 + [("a", True)] * 2 + [("b", False)] * 7
+    table = pd.DataFrame(rows, columns=["label", "augmented"])
+    assert data.augmentor_floor(table) == 5  # class a was topped up to 5; b already had more
+    assert data.augmentor_floor(table[~table.augmented]) is None
+
+
+def test_model_card_states_the_floor_the_run_was_rebalanced_with():
+    from model import config
+    from model.model_card import _weighting_text
+
+    # A run made with `--target-per-class 1000` (F1) must not be described with config's floor.
+    assert "floor of 1000 per class" in _weighting_text({"augmentor_floor": 1000})
+    assert f"floor of {config.REBALANCE_TARGET_PER_CLASS} per class" in _weighting_text({})
+
+
 def test_patience_counts_only_from_the_full_size_phase():
     import keras
 
