@@ -341,7 +341,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
             "wall_seconds": round(result.seconds, 1),
             "images_per_second": round(result.images_per_second, 1),
             "train_images": result.train_images,
-            # The run's own floor, which a run made with --target-per-class may not share with config.
+            # The floor of this run's set: `data_prep rebalance --target-per-class` may differ from config's.
             "augmentor_floor": data.augmentor_floor(data.read_training_set(work_dir)),
             "selection_run": result.selection_run,
         },
