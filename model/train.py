@@ -62,6 +62,8 @@ class TrainConfig:
     small_crop_epochs: int = 16
     # Multiplies the channels of the two low-resolution stages (model.network.build_model).
     deep_width_scale: float = 1.5
+    # Dropout after the pooled blocks (model.network.build_model; block3 gets twice it).
+    block_dropout: float = 0.1
     # The final fit of a chosen recipe: the run folder whose configuration is trained again on
     # train + validation ("" : an ordinary run that selects its epoch on validation).
     refit_of: str = ""
@@ -302,6 +304,7 @@ def training_model(settings: TrainConfig) -> keras.Model:
         width=settings.width,
         dropout=settings.dropout,
         deep_width_scale=settings.deep_width_scale,
+        block_dropout=settings.block_dropout,
     )
 
 
