@@ -55,15 +55,13 @@ def build_model(
     dropout: float = 0.3,
     temperature: float = 1.0,
     deep_width_scale: float = 1.0,
-    block_dropout: float = 0.1,
 ) -> keras.Model:
     """Build the classifier: raw RGB in, class probabilities out. Pure: no I/O, no weights loaded.
 
     width is the channel count of the first block; each later block doubles it. temperature divides
     the logits before the softmax (fitted on validation after training to calibrate probabilities).
     input_size (None, None) accepts any size, for training on random crops. deep_width_scale
-    multiplies the channels of block3 and the features convolution. block_dropout is the Dropout
-    rate after the first two pooled blocks (twice it after block3); dropout is the head's.
+    multiplies the channels of block3 and the features convolution.
     """
     inputs = keras.Input(shape=(*input_size, 3), name="image")
     x = ShadesOfGrey(name=COLOUR_CONSTANCY_LAYER)(inputs)
@@ -71,12 +69,12 @@ def build_model(
     # A strided stem: the input carries more pixels than the lesion texture needs, and the first
     # full-resolution layer would otherwise cost most of the training time.
     x = _conv_bn_relu(x, width, strides=2, name="stem")
-    x = _block(x, width, convs=1, dropout=block_dropout, name="block1")  # 64 -> 32 (a 128-px input)
-    x = _block(x, width * 2, convs=2, dropout=block_dropout, name="block2")  # 32 -> 16
+    x = _block(x, width, convs=1, dropout=0.1, name="block1")  # 64 -> 32 (a 128-px input)
+    x = _block(x, width * 2, convs=2, dropout=0.1, name="block2")  # 32 -> 16
     # Width is cheap at the two low-resolution stages on a CPU, where the step time goes to the
     # large early maps: deep_width_scale 1.5 doubles the parameters for ~10% more step time (measured).
     deep_width = round(width * 4 * deep_width_scale)
-    x = _block(x, deep_width, convs=2, dropout=2 * block_dropout, name="block3")  # 16 -> 8
+    x = _block(x, deep_width, convs=2, dropout=0.2, name="block3")  # 16 -> 8
     # The last convolution keeps its 8x8 map (input / 16): its features feed both the classifier
     # and the class activation map (heat map) of the web app.
     x = _conv_bn_relu(x, deep_width * 2, name=FEATURES_LAYER)

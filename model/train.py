@@ -62,10 +62,6 @@ class TrainConfig:
     small_crop_epochs: int = 16
     # Multiplies the channels of the two low-resolution stages (model.network.build_model).
     deep_width_scale: float = 1.5
-    # Dropout after the pooled blocks (model.network.build_model; block3 gets twice it).
-    block_dropout: float = 0.1
-    # Which epoch a run keeps: "best" validation balanced accuracy, or "last" (what a refit keeps).
-    epoch_selection: str = "best"
     # The final fit of a chosen recipe: the run folder whose configuration is trained again on
     # train + validation ("" : an ordinary run that selects its epoch on validation).
     refit_of: str = ""
@@ -101,13 +97,7 @@ class ValidationSelection(TimeBudget):
     """
 
     def __init__(
-        self,
-        val_dataset,
-        val_labels: np.ndarray,
-        patience: int,
-        max_seconds: float,
-        patience_from: int = 0,
-        keep_last: bool = False,
+        self, val_dataset, val_labels: np.ndarray, patience: int, max_seconds: float, patience_from: int = 0
     ):
         super().__init__(max_seconds)
         self.val_dataset, self.val_labels = val_dataset, val_labels
@@ -115,7 +105,6 @@ class ValidationSelection(TimeBudget):
         # Patience counts from this epoch on: the small-crop phase of progressive resizing scores
         # noisily on the full-size validation images and must not end the run.
         self.patience_from = patience_from
-        self.keep_last = keep_last  # score every epoch, but end on the last one
         self.best_score, self.best_epoch, self.best_weights = -1.0, -1, None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -128,9 +117,7 @@ class ValidationSelection(TimeBudget):
         logs["val_loss"] = float(-np.mean(np.log(np.maximum(true_class, 1e-7))))
         logs["val_accuracy"] = float(np.mean(predicted == self.val_labels))
         logs["val_balanced_accuracy"] = score
-        if self.keep_last:
-            self.best_score, self.best_epoch = score, epoch
-        elif score > self.best_score:
+        if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
             self.best_weights = self.model.get_weights()
         out_of_patience = epoch - max(self.best_epoch, self.patience_from - 1) >= self.patience
@@ -218,12 +205,7 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         FinalFit(max_seconds)
         if selection_run
         else ValidationSelection(
-            val_ds,
-            val_labels,
-            settings.patience,
-            max_seconds,
-            _small_crop_epochs(settings),
-            keep_last=settings.epoch_selection == "last",
+            val_ds, val_labels, settings.patience, max_seconds, _small_crop_epochs(settings)
         )
     )
     started = time.monotonic()
@@ -320,7 +302,6 @@ def training_model(settings: TrainConfig) -> keras.Model:
         width=settings.width,
         dropout=settings.dropout,
         deep_width_scale=settings.deep_width_scale,
-        block_dropout=settings.block_dropout,
     )
 
 
