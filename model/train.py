@@ -173,6 +173,9 @@ class TrainResult:
     images_per_second: float
     train_images: int
     selection_run: dict | None = None  # a refit's chosen run: its validation figures (refit_summary)
+    # The count Augmentor topped the rare classes up to in this run's set (`data_prep rebalance
+    # --target-per-class` may differ from config's); None if no class needed it.
+    augmentor_floor: int | None = None
 
 
 def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResult:
@@ -183,7 +186,8 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
     """
     selection_run = refit_summary(Path(settings.refit_of), work_dir) if settings.refit_of else None
     keras.utils.set_random_seed(settings.seed)
-    train_table = _limit(data.read_training_set(work_dir), settings.limit_per_class, settings.seed)
+    training_set = data.read_training_set(work_dir)
+    train_table = _limit(training_set, settings.limit_per_class, settings.seed)
     val_table = data.read_subset("val", work_dir)
     if selection_run:
         train_table = with_validation(train_table, val_table)
@@ -234,6 +238,8 @@ def train(settings: TrainConfig, work_dir: Path = config.WORK_DIR) -> TrainResul
         images_per_second=epochs_run * len(train_table) / seconds,
         train_images=len(train_table),
         selection_run=selection_run,
+        # Read from the whole rebalanced set: before a quick run's limit and a refit's validation rows.
+        augmentor_floor=data.augmentor_floor(training_set),
     )
 
 
@@ -341,8 +347,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
             "wall_seconds": round(result.seconds, 1),
             "images_per_second": round(result.images_per_second, 1),
             "train_images": result.train_images,
-            # The floor of this run's set: `data_prep rebalance --target-per-class` may differ from config's.
-            "augmentor_floor": data.augmentor_floor(data.read_training_set(work_dir)),
+            "augmentor_floor": result.augmentor_floor,
             "selection_run": result.selection_run,
         },
         data={"split_content_hash": split_info["content_hash"], "split": split_info},
