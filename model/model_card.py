@@ -258,7 +258,7 @@ def render(metadata: dict, audit_markdown: str) -> str:
         "## What changed from the isic9-only model\n\n" + changes_text(metrics),
         "## What remains weak\n\n" + weaknesses_text(metrics),
         "## Limitations\n\n" + "\n".join(f"- {line}" for line in LIMITATIONS),
-        "## Training data\n\n" + data_text(metadata["data"], augmentor_floor(training)),
+        "## Training data\n\n" + data_text(metadata["data"], recorded_augmentor_floor(training)),
         "### Data audit\n\n" + _audit_text(audit_markdown),
         "## Model\n\n" + _model_text(metadata),
         "## Training\n\n" + _training_text(training),
@@ -550,7 +550,7 @@ def _unless_plain(val_name: str) -> str:
 
 
 # --- Data, model, training ------------------------------------------------------------------------
-def augmentor_floor(training: dict) -> int:
+def recorded_augmentor_floor(training: dict) -> int:
     """The run's Augmentor floor per class (runs before it was recorded all used config's)."""
     return training.get("augmentor_floor") or config.REBALANCE_TARGET_PER_CLASS
 
@@ -688,11 +688,11 @@ def _weighting_text(training: dict) -> str:
     power = training.get("weighting_power", 0.0)
     weighting = (
         f"Loss weights (power {power:g}): each (source, class) cell of count images weighed "
-        f"count^{1 - power:g} in total, with Augmentor's floor of {augmentor_floor(training)} "
+        f"count^{1 - power:g} in total, with Augmentor's floor of {recorded_augmentor_floor(training)} "
         "per class."
         if power
         else f"No loss weights: every training image weighs the same, and Augmentor's floor of "
-        f"{augmentor_floor(training)} per class lifts the rare classes (loss weights per (source, "
+        f"{recorded_augmentor_floor(training)} per class lifts the rare classes (loss weights per (source, "
         "class) cell lost on validation: docs/EXPERIMENTS.md, runs W0 and W1)."
     )
     crop = training.get("crop_size", 0)
