@@ -25,10 +25,14 @@ MODEL_VERSION = "2.0.0"
 
 def export_litert(model: keras.Model, path: Path) -> Path:
     """Convert the model (with its class-activation-map output) to a float32 LiteRT flatbuffer."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(network.serving_model(model))
-    # No quantisation: the export must reproduce the .h5 probabilities within 1e-4.
+    return write_litert(network.serving_model(model), path)
+
+
+def write_litert(model: keras.Model, path: Path) -> Path:
+    """Write a Keras model as a float32 LiteRT flatbuffer (the classifier's and the image gate's)."""
+    # No quantisation: the export must reproduce the Keras probabilities within 1e-4.
     path = Path(path)
-    path.write_bytes(converter.convert())
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return path
 
 

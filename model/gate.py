@@ -439,15 +439,6 @@ def quality_thresholds(work_dir: Path) -> dict[str, float]:
     return fit_thresholds([image_statistics(image) for image in clean], damaged, QUALITY_TAIL)
 
 
-def export_gate(model, path: Path) -> Path:
-    """Convert the gate network to a float32 LiteRT flatbuffer."""
-    import tensorflow as tf
-
-    path = Path(path)
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return path
-
-
 def train_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_DIR) -> dict:
     """Train, export and threshold the gate; write gate.tflite and the metadata section; return it."""
     started = time.monotonic()
@@ -459,7 +450,9 @@ def train_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_
     # labelled_images yields the validation lesions in the order of their table.
     melanoma = (dermoscopy("val", work_dir).label == config.MELANOMA).to_numpy()
     threshold = lesion_threshold(val_probabilities[is_lesion, lesion], melanoma)
-    export_gate(model, Path(model_dir) / config.GATE_TFLITE_FILE)
+    from model.export import write_litert
+
+    write_litert(model, Path(model_dir) / config.GATE_TFLITE_FILE)
     training = {
         "width": WIDTH,
         "epochs": EPOCHS,

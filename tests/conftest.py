@@ -203,8 +203,9 @@ OPEN_GATE_QUALITY = {"min_side": 1, "too_dark": -1.0, "overexposed": 2.0, "flat"
 def _tiny_gate(model_dir: Path) -> dict:
     """An untrained width-4 gate exported as `model.gate train` exports one, with an open threshold."""
     from model import gate
+    from model.export import write_litert
 
-    gate.export_gate(gate.build_gate_model(width=4), model_dir / config.GATE_TFLITE_FILE)
+    write_litert(gate.build_gate_model(width=4), model_dir / config.GATE_TFLITE_FILE)
     return gate.gate_section(0.0, dict(OPEN_GATE_QUALITY), training={"images": 0})
 
 
