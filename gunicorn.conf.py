@@ -9,7 +9,7 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # two fit a 512 MB dyno with room for uploads being decoded (each bounded by MAX_DECODE_MB).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gevent: a connection costs a greenlet, not a thread, so slow or stalled clients cannot take every
-# request slot; webapp.worker adds read and request deadlines (docs/README-21.md says why not a
+# request slot; webapp.worker adds read and request deadlines (docs/DEPLOYMENT.md says why not a
 # proxy). Decoding and inference run one at a time per worker, as on two cores they must anyway.
 worker_class = "webapp.worker.Worker"
 # Connections one worker holds at once. Each upload being received is held in memory (at most
