@@ -43,6 +43,7 @@ BOOTSTRAP_ROUNDS = 2000
 # The frame probe pastes this share of the side, at every edge, from one image onto another.
 FRAME_PROBE_WIDTH = 0.1
 FRAME_PROBE_DONORS = {"archive": data.LATER_ARCHIVE_SOURCE, "control": data.HAM_SOURCE}
+_BORDER_VARIANTS = tuple(f"{name}_borders" for name in FRAME_PROBE_DONORS)
 
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
@@ -180,31 +181,59 @@ def frame_probe(model, images: np.ndarray, labels: np.ndarray, sources: np.ndarr
     Later-archive pictures carry rulers and ink marks at their edges, and in Train those ids are
     melanomas or seborrheic keratoses. A model that learned the border as a source cue calls a
     HAM10000 lesion "melanoma" once it wears a later-archive border; HAM10000 borders (the same
-    seam, no change of source) are the control. Returns None without HAM10000 images.
+    seam, no change of source) are the control. The reverse, archive pictures given HAM10000
+    borders ("archive_pictures"), tells how much of the model's accuracy on that source rests on
+    its borders. Returns None without HAM10000 images.
     """
-    recipients = np.flatnonzero(sources == data.HAM_SOURCE)
-    if len(recipients) == 0:
+    ham = np.flatnonzero(sources == data.HAM_SOURCE)
+    if len(ham) == 0:
         return None
-    side = images.shape[1]
-    border = int(round(side * FRAME_PROBE_WIDTH))
-    frame = np.ones(images.shape[1:3], dtype=bool)
-    frame[border : side - border, border : side - border] = False
+    frame = _frame_mask(images.shape[1])
     rng = np.random.default_rng(seed)
-    variants = {"own": images[recipients]}
+    variants = {"own": images[ham]}
     for name, source in FRAME_PROBE_DONORS.items():
         donors = np.flatnonzero(sources == source)
         if len(donors):
-            framed = images[recipients].copy()
-            framed[:, frame] = images[rng.choice(donors, len(recipients))][:, frame]
-            variants[f"{name}_borders"] = framed
-    result = {"images": int(len(recipients)), "border_share": FRAME_PROBE_WIDTH}
-    for name, batch in variants.items():
-        predicted = model.predict(batch, batch_size=64, verbose=0).argmax(axis=1)
-        result[name] = {
-            "accuracy": float((predicted == labels[recipients]).mean()),
-            "called_melanoma": float((predicted == MELANOMA).mean()),
+            variants[f"{name}_borders"] = _reframed(images, ham, donors, frame, rng)
+    result = {"images": int(len(ham)), "border_share": FRAME_PROBE_WIDTH}
+    result.update(_probe_scores(model, variants, labels[ham]))
+    archive = np.flatnonzero(sources != data.HAM_SOURCE)
+    if len(archive):
+        archive_variants = {
+            "own": images[archive],
+            "ham_borders": _reframed(images, archive, ham, frame, rng),
+        }
+        result["archive_pictures"] = {
+            "images": int(len(archive)),
+            **_probe_scores(model, archive_variants, labels[archive]),
         }
     return result
+
+
+def _frame_mask(side: int) -> np.ndarray:
+    # True on the outer FRAME_PROBE_WIDTH of the side, at every edge.
+    border = int(round(side * FRAME_PROBE_WIDTH))
+    frame = np.ones((side, side), dtype=bool)
+    frame[border : side - border, border : side - border] = False
+    return frame
+
+
+def _reframed(images, recipients, donors, frame, rng) -> np.ndarray:
+    # The recipients' centres inside the borders of randomly drawn donors.
+    framed = images[recipients].copy()
+    framed[:, frame] = images[rng.choice(donors, len(recipients))][:, frame]
+    return framed
+
+
+def _probe_scores(model, variants: dict, labels: np.ndarray) -> dict:
+    scores = {}
+    for name, batch in variants.items():
+        predicted = model.predict(batch, batch_size=64, verbose=0).argmax(axis=1)
+        scores[name] = {
+            "accuracy": float((predicted == labels).mean()),
+            "called_melanoma": float((predicted == MELANOMA).mean()),
+        }
+    return scores
 
 
 def validation_frame_probe(model, work_dir: Path) -> dict | None:
@@ -415,13 +444,15 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
     for source, row in metrics["by_source"].items():
         recall = _fmt(row["melanoma_recall"])
         print(f"{source:<28} accuracy {_fmt(row['accuracy'])}  melanoma recall {recall}")
-    probe = validation_frame_probe(model, work_dir)
-    for name, row in (probe or {}).items():
-        if isinstance(row, dict):
-            print(
-                f"frame probe, HAM10000 with {name:<16} accuracy {_fmt(row['accuracy'])}"
-                f"  called melanoma {_fmt(row['called_melanoma'])}"
-            )
+    probe = validation_frame_probe(model, work_dir) or {}
+    rows = [(f"HAM10000 with {name}", probe[name]) for name in ("own", *_BORDER_VARIANTS) if name in probe]
+    archive = probe.get("archive_pictures", {})
+    rows += [(f"archive with {name}", archive[name]) for name in ("own", "ham_borders") if name in archive]
+    for name, row in rows:
+        print(
+            f"frame probe, {name:<30} accuracy {_fmt(row['accuracy'])}"
+            f"  called melanoma {_fmt(row['called_melanoma'])}"
+        )
     return 0
 
 

@@ -541,7 +541,25 @@ def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
         f"(`model.evaluate.frame_probe`{_unless_plain(val_name)}): "
         f"the outer {probe['border_share']:.0%} of the {probe['images']} HAM10000 validation images "
         "replaced by another validation image's. A gap between the archive and the control rows is the "
-        "source cue the border carries; a drop in both is fragility to the seam.\n\n" + "\n".join(rows)
+        "source cue the border carries; a drop in both is fragility to the seam.\n\n"
+        + "\n".join(rows)
+        + _archive_probe_text(probe.get("archive_pictures"))
+    )
+
+
+def _archive_probe_text(archive: dict | None) -> str:
+    # Older runs' metadata has no reverse probe.
+    if not archive:
+        return ""
+    rows = [
+        f"| {name} | {_fmt(archive[key]['accuracy'])} | {_fmt(archive[key]['called_melanoma'])} |"
+        for key, name in (("own", "their own border"), ("ham_borders", "borders of HAM10000 images"))
+    ]
+    return (
+        f"\n\nThe reverse: the {archive['images']} ISIC-archive validation images with HAM10000 borders. "
+        "What they lose is the accuracy that rests on the archive's rulers and vignettes.\n\n"
+        "| ISIC-archive validation images with | accuracy | called melanoma |\n|---|---|---|\n"
+        + "\n".join(rows)
     )
 
 

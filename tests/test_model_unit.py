@@ -393,8 +393,14 @@ def test_frame_probe_tells_a_border_reader_from_a_centre_reader():
     assert border["own"] == {"accuracy": 1.0, "called_melanoma": 0.0}
     assert border["control_borders"] == border["own"]
     assert border["archive_borders"] == {"accuracy": 0.0, "called_melanoma": 1.0}
+    # The reverse: archive pictures lose their bright border, and with it the melanoma call.
+    assert border["archive_pictures"]["images"] == 6
+    assert border["archive_pictures"]["own"] == {"accuracy": 0.0, "called_melanoma": 1.0}
+    assert border["archive_pictures"]["ham_borders"] == {"accuracy": 1.0, "called_melanoma": 0.0}
     centre = frame_probe(Reader(row=20), images, labels, sources)
     assert centre["archive_borders"] == centre["control_borders"] == centre["own"]
+    assert centre["archive_pictures"]["ham_borders"] == centre["archive_pictures"]["own"]
+    assert "archive_pictures" not in frame_probe(Reader(row=0), images[:6], labels[:6], sources[:6])
     assert frame_probe(Reader(row=0), images[6:], labels[6:], sources[6:]) is None
 
 
@@ -412,6 +418,15 @@ def test_model_card_reports_the_frame_probe():
     assert "191 HAM10000" in text and "outer 10% of the" in text
     assert "| borders of later-archive images | 0.356 | 0.309 |" in text
     assert "(control) | 0.314 | 0.304 |" in text
+    assert "The reverse" not in text  # older metadata has no reverse probe
+    probe["archive_pictures"] = {
+        "images": 99,
+        "own": {"accuracy": 0.657, "called_melanoma": 0.4},
+        "ham_borders": {"accuracy": 0.364, "called_melanoma": 0.25},
+    }
+    text = _frame_probe_text(probe)
+    assert "the 99 ISIC-archive validation images with HAM10000 borders" in text
+    assert "| borders of HAM10000 images | 0.364 | 0.250 |" in text
     assert _frame_probe_text(None) == ""
 
 
