@@ -43,7 +43,6 @@ BOOTSTRAP_ROUNDS = 2000
 # The frame probe pastes this share of the side, at every edge, from one image onto another.
 FRAME_PROBE_WIDTH = 0.1
 FRAME_PROBE_DONORS = {"archive": data.LATER_ARCHIVE_SOURCE, "control": data.HAM_SOURCE}
-_BORDER_VARIANTS = tuple(f"{name}_borders" for name in FRAME_PROBE_DONORS)
 
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
@@ -445,14 +444,13 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
         recall = _fmt(row["melanoma_recall"])
         print(f"{source:<28} accuracy {_fmt(row['accuracy'])}  melanoma recall {recall}")
     probe = validation_frame_probe(model, work_dir) or {}
-    rows = [(f"HAM10000 with {name}", probe[name]) for name in ("own", *_BORDER_VARIANTS) if name in probe]
-    archive = probe.get("archive_pictures", {})
-    rows += [(f"archive with {name}", archive[name]) for name in ("own", "ham_borders") if name in archive]
-    for name, row in rows:
-        print(
-            f"frame probe, {name:<30} accuracy {_fmt(row['accuracy'])}"
-            f"  called melanoma {_fmt(row['called_melanoma'])}"
-        )
+    for pictures, rows in (("HAM10000", probe), ("archive", probe.get("archive_pictures", {}))):
+        for name, row in rows.items():
+            if isinstance(row, dict) and "accuracy" in row:
+                print(
+                    f"frame probe, {pictures + ' with ' + name:<30} accuracy {_fmt(row['accuracy'])}"
+                    f"  called melanoma {_fmt(row['called_melanoma'])}"
+                )
     return 0
 
 

@@ -534,8 +534,7 @@ def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
     }
     for key, name in names.items():
         if key in probe:
-            row = probe[key]
-            rows.append(f"| {name} | {_fmt(row['accuracy'])} | {_fmt(row['called_melanoma'])} |")
+            rows.append(_probe_row(name, probe[key]))
     return (
         "How much the model reads the frame's border "
         f"(`model.evaluate.frame_probe`{_unless_plain(val_name)}): "
@@ -552,7 +551,7 @@ def _archive_probe_text(archive: dict | None) -> str:
     if not archive:
         return ""
     rows = [
-        f"| {name} | {_fmt(archive[key]['accuracy'])} | {_fmt(archive[key]['called_melanoma'])} |"
+        _probe_row(name, archive[key])
         for key, name in (("own", "their own border"), ("ham_borders", "borders of HAM10000 images"))
     ]
     return (
@@ -561,6 +560,10 @@ def _archive_probe_text(archive: dict | None) -> str:
         "| ISIC-archive validation images with | accuracy | called melanoma |\n|---|---|---|\n"
         + "\n".join(rows)
     )
+
+
+def _probe_row(name: str, row: dict) -> str:
+    return f"| {name} | {_fmt(row['accuracy'])} | {_fmt(row['called_melanoma'])} |"
 
 
 def _unless_plain(val_name: str) -> str:
