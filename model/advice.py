@@ -22,6 +22,7 @@ from model import config
 
 MALIGNANT = "malignant"
 PRE_MALIGNANT = "pre-malignant"
+BENIGN = "benign"
 
 SEE_DOCTOR = "see_doctor_soon"
 HAVE_CHECKED = "have_it_checked"
@@ -46,6 +47,12 @@ LEVELS = {
 }
 # Order of concern, highest first; the page and the API document it.
 LEVEL_ORDER = (SEE_DOCTOR, HAVE_CHECKED, KEEP_WATCHING)
+# Under every answer, on the page and in the API: what an answer is worth, and what it is not.
+DISCLAIMER = (
+    "Not a diagnosis. The model can be wrong in either direction, and its answer only means something "
+    "for a dermoscopic photo of one skin lesion. See a doctor about any spot that is new, changing, "
+    "bleeding or worrying you, whatever this says."
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,10 @@ def operating_threshold(metadata: dict) -> float | None:
     return float(threshold) if threshold is not None else None
 
 
-def advise(risk_probabilities: dict[str, float], metadata: dict) -> Advice:
-    """Apply the rule of this module to grouped probabilities."""
+def advise(
+    risk_probabilities: dict[str, float], metadata: dict, top_class: tuple[str, float] | None = None
+) -> Advice:
+    """Apply the rule of this module to grouped probabilities; top_class (name, p) explains a mismatch."""
     malignant = risk_probabilities[MALIGNANT]
     pre_malignant = risk_probabilities[PRE_MALIGNANT]
     threshold = operating_threshold(metadata)
@@ -101,6 +110,8 @@ def advise(risk_probabilities: dict[str, float], metadata: dict) -> Advice:
             f"The malignant and pre-malignant groups together are at {value}, "
             f"below the {limit} at which the model sends a lesion to a doctor."
         )
+    if top_class is not None:
+        reason += _top_class_note(level, *top_class)
     return Advice(
         level=level,
         reason=reason,
@@ -137,10 +148,30 @@ def percent(p: float) -> str:
 
 
 def _pair(value: float, threshold: float) -> tuple[str, str]:
-    """A value and the threshold it is compared with, with a decimal where whole percents would tie."""
+    """A value and the threshold it is compared with, with as many decimals as it takes not to tie."""
     if percent(value) != percent(threshold):
         return percent(value), percent(threshold)
-    return f"{value * 100:.1f}%", f"{threshold * 100:.1f}%"
+    for decimals in (1, 2, 3):
+        shown = f"{value * 100:.{decimals}f}%", f"{threshold * 100:.{decimals}f}%"
+        if shown[0] != shown[1]:
+            break
+    return shown
+
+
+def _top_class_note(level: str, name: str, probability: float) -> str:
+    """A sentence for when the most likely class seems to say the opposite of the advice ("" otherwise)."""
+    group = config.RISK_OF_CLASS[name]
+    if level != KEEP_WATCHING and group == BENIGN:
+        return (
+            f" The single most likely class, {name} ({percent(probability)}), is benign, but the advice "
+            "follows the total of the group named above, not the most likely class."
+        )
+    if level == KEEP_WATCHING and group != BENIGN:
+        return (
+            f" The single most likely class is {name} ({percent(probability)}, {group}), but the "
+            "malignant and pre-malignant classes together stay below the threshold."
+        )
+    return ""
 
 
 def _names(group: str) -> str:

@@ -186,7 +186,11 @@ def _open(data: bytes) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
-            raise ImageTooLarge("The image is too large: it has more pixels than we decode.") from exc
+            limit = config.MAX_IMAGE_PIXELS // 1_000_000
+            raise ImageTooLarge(
+                f"The image is too large: it has more than {limit} megapixels. "
+                "Upload the camera's original photo or a smaller copy."
+            ) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if data.startswith(_SIGNATURES):
                 raise ImageError("The image is truncated or corrupt.") from exc
@@ -205,7 +209,8 @@ def _check_pixel_count(size: tuple[int, int]) -> None:
     if width * height > config.MAX_IMAGE_PIXELS:
         raise ImageTooLarge(
             f"The image is too large ({width}x{height} pixels); "
-            f"the limit is {config.MAX_IMAGE_PIXELS // 1_000_000} megapixels."
+            f"the limit is {config.MAX_IMAGE_PIXELS // 1_000_000} megapixels. Upload the camera's "
+            "original photo or a smaller copy."
         )
 
 

@@ -100,7 +100,8 @@ def test_index_page_has_upload_form(client):
     page = client.get("/")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert 'enctype="multipart/form-data"' in html and 'capture="environment"' in html
+    # No `capture`: on a phone that would open the camera and hide the saved (dermatoscope) photos.
+    assert 'enctype="multipart/form-data"' in html and "capture=" not in html
     assert "not a diagnosis" in html
     assert "cdn." not in html and "https://" not in html  # every asset served locally
 
@@ -540,9 +541,28 @@ def test_percentages_read_as_people_read_them():
 
     near = advise(_risk(0.3154, 0.0), {"metrics": {"operating_point": {"malignant_threshold": 0.3159}}})
     assert "31.5%, below the 31.6%" in near.reason  # never "32%, below the 32%"
+    closer = advise(_risk(0.16505, 0.0), {"metrics": {"operating_point": {"malignant_threshold": 0.16514}}})
+    assert "16.50%, below the 16.51%" in closer.reason  # never "16.5%, below the 16.5%"
 
     assert percent(1.58e-7) == "<1%" and percent(0.0) == "0%" and percent(0.9999) == ">99%"
     assert percent(0.316) == "32%"
+
+
+@pytest.mark.parametrize(
+    ("malignant", "top_class", "note"),
+    [
+        (0.35, ("nevus", 0.62), "The single most likely class, nevus (62%), is benign, but the advice"),
+        (0.29, ("melanoma", 0.29), "The single most likely class is melanoma (29%, malignant), but"),
+        (0.62, ("melanoma", 0.62), None),  # the class and the advice agree: nothing to explain
+        (0.05, ("nevus", 0.90), None),
+    ],
+)
+def test_advice_explains_a_most_likely_class_that_seems_to_disagree(malignant, top_class, note):
+    from model.advice import advise
+
+    metadata = {"metrics": {"operating_point": {"malignant_threshold": 0.3}}}
+    reason = advise(_risk(malignant, 0.0), metadata, top_class=top_class).reason
+    assert (note in reason) if note else ("most likely" not in reason)
 
 
 def test_page_and_api_give_the_same_answer_first(client):
@@ -591,8 +611,14 @@ def test_heat_map_on_the_frame_is_called_out(client, app, monkeypatch):
     left = np.zeros((10, 10), dtype=np.float32)
     left[3:7, 1:2] = 1.0
     assert heatmap.hot_area_on_frame(Image.fromarray(vignette), heatmap.map_at(photo.size, left))
+    # The page and the API carry the same caveat, from the same check.
     monkeypatch.setattr(heatmap, "hot_area_on_frame", lambda image, weights: True)
-    assert 'id="frame-warning"' in _post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True)
+    page = _post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True)
+    assert 'id="caveat-heat_on_frame"' in page
+    assert _post(client, VALID_UPLOADS["jpeg"]()).json["caveats"] == [heatmap.FRAME_CAVEAT]
+    monkeypatch.setattr(heatmap, "hot_area_on_frame", lambda image, weights: False)
+    page = _post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True)
+    assert "caveat-" not in page and _post(client, VALID_UPLOADS["jpeg"]()).json["caveats"] == []
 
 
 # --- Refusals and errors --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import base64
 import numpy as np
 from flask import Blueprint, jsonify, request
 
+from model.advice import DISCLAIMER
 from webapp.errors import error_response
 from webapp.openapi import HEATMAP_FALSE, HEATMAP_TRUE, openapi_document
 from webapp.prediction import UploadError, classifier, predict_upload, uploaded_image
@@ -48,7 +49,8 @@ def predict():
         "malignant_flag": prediction.malignant_flag,
         "advice": prediction.advice.as_dict(),
         "inference_ms": round(prediction.inference_ms, 3),
-        "disclaimer": "Not a diagnosis. See a doctor about any lesion that worries you.",
+        "caveats": result.caveats,
+        "disclaimer": DISCLAIMER,
     }
     if want_heatmap:
         body["heatmap_png_base64"] = base64.b64encode(result.heatmap_png).decode()

@@ -146,7 +146,7 @@ class Classifier:
         risk = {
             group: float(sum(by_class[c] for c in classes)) for group, classes in config.RISK_GROUPS.items()
         }
-        advice = advise(risk, self.metadata)
+        advice = advise(risk, self.metadata, top_class=(self.class_names[top], float(probabilities[top])))
         return Prediction(
             probabilities=by_class,
             top_class=self.class_names[top],

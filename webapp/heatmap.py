@@ -14,6 +14,14 @@ FRAME_BORDER_SHARE = 0.1
 DARK_LUMINANCE = 40
 # The hot area: the part of the normalised map at or above this value.
 HOT_LEVEL = 0.7
+# The caveat when the map's hot area lies on the frame (page and API): the model looked at the wrong thing.
+FRAME_CAVEAT = {
+    "code": "heat_on_frame",
+    "message": "The hottest area of the heat map lies on the dark frame or the edge of the picture, not on "
+    "the lesion: the model looked at the wrong thing here, so this result is less reliable in either "
+    "direction (it does not cancel advice to see a doctor). A photo with the spot in the middle and no "
+    "black ring may do better.",
+}
 PAGE_JPEG_QUALITY = 85  # the page shows JPEGs: a fifth of the PNG's bytes, no visible loss at 320 px
 
 # A perceptually ordered blue -> yellow -> red ramp (anchor colours of matplotlib's "turbo").

@@ -79,7 +79,13 @@ _PREDICTION = {
         "top_class": {"type": "string", "enum": list(config.CLASS_NAMES)},
         "probabilities": _PROBABILITIES,
         "melanoma_probability": {"type": "number", "minimum": 0, "maximum": 1},
-        "risk_group": {"type": "string", "enum": list(config.RISK_GROUPS)},
+        "risk_group": {
+            "type": "string",
+            "enum": list(config.RISK_GROUPS),
+            "description": "The risk group of top_class only. It is not the answer: the most likely class "
+            "can be benign while the malignant classes together reach the threshold; advice and "
+            "malignant_flag are the answer.",
+        },
         "risk_probabilities": _RISK,
         "malignant_flag": {
             "type": "boolean",
@@ -88,6 +94,16 @@ _PREDICTION = {
         },
         "advice": {"$ref": "#/components/schemas/Advice"},
         "inference_ms": {"type": "number", "minimum": 0},
+        "caveats": {
+            "type": "array",
+            "description": "Reasons to trust this answer less (empty when none), e.g. heat_on_frame: the "
+            "heat map's hottest area lies on the picture's frame, not on the lesion.",
+            "items": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["code", "message"],
+            },
+        },
         "disclaimer": {"type": "string"},
         "heatmap_png_base64": {
             "type": "string",
@@ -105,6 +121,7 @@ _PREDICTION = {
         "malignant_flag",
         "advice",
         "inference_ms",
+        "caveats",
         "disclaimer",
     ],
 }
@@ -129,7 +146,10 @@ ERROR_EXAMPLES = {
     405: ("method_not_allowed", "This address does not accept that method."),
     408: ("request_timeout", "The upload stalled before it was complete. Please try again."),
     413: ("payload_too_large", "The file is too large. Please upload a photo under 12 MB."),
-    415: ("unsupported_media_type", "This file is not an image (JPEG, PNG, WebP, GIF, BMP or TIFF)."),
+    415: (
+        "unsupported_media_type",
+        "The file is not an image we can read. Please upload a JPEG or PNG photo.",
+    ),
     422: ("not_dermoscopic", "This looks like an ordinary photo, not one taken through a dermatoscope."),
     500: ("internal_error", "Something went wrong on our side. Please try again."),
     503: ("not_ready", "model output is not a distribution"),
@@ -212,7 +232,8 @@ def prediction_example() -> dict:
             risk, {"metrics": {"operating_point": {"malignant_threshold": 0.3}}}
         ).as_dict(),
         "inference_ms": 2.1,
-        "disclaimer": "Not a diagnosis. See a doctor about any lesion that worries you.",
+        "caveats": [],
+        "disclaimer": advice.DISCLAIMER,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+import numpy as np
 from flask import Request, current_app
 from PIL import Image
 from werkzeug.datastructures import FileStorage
@@ -28,11 +29,13 @@ class UploadError(ValueError):
 
 @dataclass
 class Result:
-    """A prediction plus the heat map drawn over the photo (empty when not asked for)."""
+    """A prediction, its caveats, and the pictures the page shows (all in memory only)."""
 
     prediction: Prediction
-    heatmap_png: bytes
-    image: Image.Image | None = None  # the decoded upload, in memory only, for the page's pictures
+    photo: Image.Image  # the upload's display copy
+    weights: np.ndarray  # the top class's map at the photo's size
+    caveats: list[dict[str, str]]  # {"code", "message"} for each reason to trust this answer less
+    heatmap_png: bytes = b""  # the map over the photo as PNG, only when asked for
 
 
 def classifier() -> Classifier:
@@ -88,11 +91,11 @@ def predict_upload(upload: FileStorage, with_heatmap: bool = True) -> Result:
     if refusal is not None:
         raise UploadError(refusal.message, 422, refusal.code)
     prediction = model.predict(image)
-    if not with_heatmap:
-        return Result(prediction, b"", image)
-    photo = heatmap.display_copy(image)
-    overlaid = heatmap.overlay(photo, heatmap.map_at(photo.size, prediction.class_map))
-    return Result(prediction, heatmap.png_bytes(overlaid), image)
+    photo = heatmap.display_copy(image)  # shrunk once, for the frame check and every picture
+    weights = heatmap.map_at(photo.size, prediction.class_map)
+    caveats = [heatmap.FRAME_CAVEAT] if heatmap.hot_area_on_frame(photo, weights) else []
+    png = heatmap.png_bytes(heatmap.overlay(photo, weights)) if with_heatmap else b""
+    return Result(prediction, photo, weights, caveats, png)
 
 
 def data_uri(content: bytes, mime: str) -> str:

@@ -71,8 +71,7 @@ def _render_upload(template: str):
 def result_context(result: Result) -> dict:
     """Everything the one result template shows, derived from one prediction."""
     prediction = result.prediction
-    photo = heatmap.display_copy(result.image)  # shrunk once for all three pictures of the page
-    weights = heatmap.map_at(photo.size, prediction.class_map)  # resized once for the overlay and the check
+    photo, weights = result.photo, result.weights
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
     return {
         "prediction": prediction,
@@ -83,7 +82,8 @@ def result_context(result: Result) -> dict:
         "photo_uri": data_uri(heatmap.jpeg_bytes(photo), "image/jpeg"),
         "heatmap_uri": data_uri(heatmap.jpeg_bytes(heatmap.overlay(photo, weights)), "image/jpeg"),
         "legend_uri": legend_uri(),
-        "hot_on_frame": heatmap.hot_area_on_frame(photo, weights),
+        "caveats": result.caveats,
+        "disclaimer": advice.DISCLAIMER,
         "metadata": classifier().metadata,
     }
 
