@@ -13,9 +13,9 @@ WORKDIR /app
 COPY requirements-serve.txt .
 RUN pip install --no-cache-dir -r requirements-serve.txt
 
-# Only what serving needs: the config, integrity, advice, quality and preprocessing modules of
-# model/, the
-# web app, and the model files (LiteRT export, metadata, evaluation plots; not the .h5).
+# Only what serving needs: the config, integrity, preprocessing, model_card, advice and quality
+# modules of model/, the web app, and the model files (LiteRT classifier and gate, metadata, plots;
+# not the .h5).
 COPY model/__init__.py model/config.py model/integrity.py model/preprocessing.py model/model_card.py model/advice.py model/quality.py ./model/
 COPY webapp ./webapp
 COPY gunicorn.conf.py ./
