@@ -39,12 +39,12 @@ REASONS: dict[str, str] = {
     "too_small": "The picture is too small ({width}x{height} pixels; the short side needs at least "
     "{min_side}) to show the lesion's structure, so it was not classified. Upload the original photo, "
     "not a thumbnail.",
-    "too_dark": "The picture is too dark to judge, so it was not classified. Take it again in good light "
-    "(or with the dermatoscope's light on).",
-    "overexposed": "The picture is overexposed (washed out to white), so it was not classified. Take it "
-    "again without flash or direct light shining on the skin.",
+    "too_dark": "The picture is too dark to judge, so it was not classified. If this is a photo of a skin "
+    "lesion, take it again in good light (or with the dermatoscope's light on).",
+    "overexposed": "The picture is overexposed (washed out to white), so it was not classified. If this is "
+    "a photo of a skin lesion, take it again without flash or direct light shining on the skin.",
     "flat": "The picture is almost one flat colour, with no structure to judge, so it was not "
-    "classified. Upload a photo of the lesion itself.",
+    "classified. Upload a photo of the skin lesion itself.",
     "blurred": "The picture is too blurred to show the lesion's structure, so it was not classified. "
     "Hold the camera still, let it focus, and take it again.",
 }
