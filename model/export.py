@@ -81,12 +81,16 @@ def write_metadata(metadata: dict, model_dir: Path) -> Path:
 
 
 def integrity_fields(metadata: dict, model_dir: Path) -> dict:
-    """The SHA-256 and known answer of the LiteRT file that metadata names, for the server to check."""
-    return integrity.record(
+    """The SHA-256s (classifier and gate) and the classifier's known answer, for the server to check."""
+    fields = integrity.record(
         Path(model_dir) / metadata["files"]["litert"],
         metadata["class_names"],
         tuple(metadata["input"]["size"]),
     )
+    gate = Path(model_dir) / metadata.get(config.GATE_METADATA_KEY, {}).get("files", {}).get("litert", "-")
+    if gate.is_file():
+        fields["sha256"][gate.name] = integrity.file_sha256(gate)
+    return fields
 
 
 def refresh_integrity(model_dir: Path) -> Path:

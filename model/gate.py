@@ -498,10 +498,11 @@ def _accuracy_by_class(probabilities: np.ndarray, labels: np.ndarray) -> dict[st
 
 
 def _write_section(model_dir: Path, section: dict) -> None:
-    path = Path(model_dir) / config.METADATA_FILE
-    metadata = json.loads(path.read_text())
+    from model.export import write_metadata
+
+    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
     metadata[config.GATE_METADATA_KEY] = section
-    path.write_text(json.dumps(metadata, indent=2))
+    write_metadata(metadata, model_dir)  # records the new gate file's SHA-256 with the classifier's
 
 
 # --- Evaluation ---------------------------------------------------------------------------------

@@ -446,6 +446,26 @@ def test_broken_model_is_refused_at_load(committed_model_dir, tmp_path, damage):
         Classifier.from_model_dir(_damaged_copy(committed_model_dir, tmp_path, damage))
 
 
+def test_a_changed_or_unrecorded_gate_file_is_refused_at_load(committed_model_dir, tmp_path):
+    import json
+
+    from webapp.classifier import ModelLoadError
+    from webapp.gate import Gate
+
+    target = _damaged_copy(committed_model_dir, tmp_path, "none")
+    metadata = json.loads((target / config.METADATA_FILE).read_text())
+    assert Gate.from_metadata(target, metadata)  # the committed gate is the recorded one
+    gate_file = target / config.GATE_TFLITE_FILE
+    content = bytearray(gate_file.read_bytes())
+    content[-100] ^= 0xFF
+    gate_file.write_bytes(bytes(content))
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        Gate.from_metadata(target, metadata)
+    del metadata["sha256"][config.GATE_TFLITE_FILE]
+    with pytest.raises(ModelLoadError, match="no sha256"):
+        Gate.from_metadata(target, metadata)
+
+
 @pytest.mark.slow
 def test_every_broken_model_stops_gunicorn_with_one_line_and_exit_78(committed_model_dir, tmp_path):
     from webapp.classifier import EXIT_MODEL_INVALID

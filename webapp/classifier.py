@@ -66,7 +66,7 @@ class Classifier:
             self.input_size = tuple(int(side) for side in metadata["input"]["size"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"metadata lacks valid class_names or input size: {exc!r}") from exc
-        _check_hash(Path(model_path), metadata)
+        check_hash(Path(model_path), metadata)
         self._interpreter = open_interpreter(model_path, num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = {len(d["shape"]): d["index"] for d in self._interpreter.get_output_details()}
@@ -168,7 +168,8 @@ _MISSING_INTEGRITY = (
 )
 
 
-def _check_hash(model_path: Path, metadata: dict) -> None:
+def check_hash(model_path: Path, metadata: dict) -> None:
+    """Raise ModelLoadError unless the file's SHA-256 is the one recorded in metadata."""
     recorded = metadata.get("sha256", {}).get(model_path.name)
     if not recorded:
         raise ModelLoadError(_MISSING_INTEGRITY.format(field="sha256", dir=model_path.parent))

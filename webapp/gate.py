@@ -19,7 +19,7 @@ from PIL import Image
 from model import config
 from model.preprocessing import to_model_input
 from model.quality import MIN_SIDE, image_statistics, quality_problem
-from webapp.classifier import ModelLoadError, open_interpreter
+from webapp.classifier import ModelLoadError, check_hash, open_interpreter
 
 # Every refusal ends with this: a refusal must never read as an all-clear for the lesion.
 NOT_REASSURANCE = (
@@ -100,6 +100,7 @@ class Gate:
         path = Path(model_dir) / section["files"]["litert"]
         if not path.is_file():
             raise GateLoadError(f"Gate file {path} is missing.")
+        check_hash(path, metadata)
         return cls(path, section, num_threads)
 
     def check(self, image: Image.Image) -> Refusal | None:
