@@ -157,6 +157,8 @@ SMARTPHONE_DIR = Path(os.environ.get("SMARTPHONE_DIR", PROJECT_ROOT / "data" / "
 WORK_DIR = Path(os.environ.get("ISIC_WORK_DIR", PROJECT_ROOT / "data" / "processed"))
 # The committed model that the web app serves.
 MODEL_DIR = Path(os.environ.get("MODEL_DIR", PROJECT_ROOT / "models" / "skin_cnn"))
+# Where a quick (smoke) run writes unless told otherwise: never over the committed model.
+QUICK_MODEL_DIR = PROJECT_ROOT / "runs" / "quick"
 REPORTS_DIR = PROJECT_ROOT / "reports"
 
 # File names inside WORK_DIR and MODEL_DIR, shared by the writer and every reader.

@@ -424,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
     parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR, help="data_prep output folder")
-    parser.add_argument("--out-dir", type=Path, default=config.MODEL_DIR, help="model folder to write")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help=f"model folder to write (default {config.MODEL_DIR}; with --quick, {config.QUICK_MODEL_DIR})",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (minutes, not a model)")
     parser.add_argument(
         "--skip-gate",
@@ -448,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = save_run(result, settings, args.out_dir, args.work_dir)
+    out_dir = args.out_dir or (config.QUICK_MODEL_DIR if args.quick else config.MODEL_DIR)
+    out = save_run(result, settings, out_dir, args.work_dir)
     if not (args.quick or args.skip_gate):
         train_image_gate(out, args.work_dir)
     chosen = (

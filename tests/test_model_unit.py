@@ -580,3 +580,23 @@ def test_refit_rows_carry_the_validation_images_and_their_sources(synthetic_prep
     assert set(added.path) == set(val.path) and not added.augmented.any()
     expected = data.image_sources(val, synthetic_prepared).to_numpy()
     np.testing.assert_array_equal(data.image_sources(added, synthetic_prepared).to_numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["--quick"], config.QUICK_MODEL_DIR), ([], config.MODEL_DIR), (["--quick", "--out-dir", "x"], "x")],
+)
+def test_a_quick_run_never_writes_over_the_committed_model_by_default(monkeypatch, argv, expected):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from model import train
+
+    result = SimpleNamespace(
+        history=[], seconds=0, images_per_second=0, best_epoch=0, best_val_balanced_accuracy=0, temperature=1
+    )
+    written = []
+    monkeypatch.setattr(train, "train", lambda settings, work_dir: result)
+    monkeypatch.setattr(train, "save_run", lambda result, settings, out, work_dir: written.append(out) or out)
+    assert train.main([*argv, "--skip-gate"]) == 0
+    assert written == [Path(expected)]
