@@ -10,8 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY requirements-serve.txt .
-RUN pip install --no-cache-dir -r requirements-serve.txt
+COPY requirements-serve.txt constraints-serve.txt ./
+RUN pip install --no-cache-dir -r requirements-serve.txt -c constraints-serve.txt
 
 # Only what serving needs: the config, integrity, preprocessing, model_card, advice and quality
 # modules of model/, the web app, and the model files (LiteRT classifier and gate, metadata, plots;

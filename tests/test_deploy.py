@@ -46,6 +46,17 @@ def test_image_has_no_tensorflow_and_runs_as_non_root():
     assert re.search(r'^CMD \["gunicorn", "-c", "gunicorn.conf.py"\]$', DOCKERFILE, flags=re.MULTILINE)
 
 
+def test_image_installs_every_package_at_a_pinned_version():
+    def pins(name: str) -> dict[str, str]:
+        lines = (ROOT / name).read_text().splitlines()
+        pairs = [line.split("==") for line in lines if "==" in line and not line.startswith("#")]
+        return {re.sub(r"[-_.]+", "-", package).lower(): version.strip() for package, version in pairs}
+
+    direct, locked = pins("requirements-serve.txt"), pins("constraints-serve.txt")
+    assert direct.items() <= locked.items()  # the lock agrees with the direct pins
+    assert "-c constraints-serve.txt" in DOCKERFILE
+
+
 def test_heroku_builds_the_dockerfile_and_runs_the_same_command():
     heroku = (ROOT / "heroku.yml").read_text()
     assert re.search(r"web:\s*Dockerfile", heroku)
