@@ -700,6 +700,14 @@ def test_wrong_field_name_is_named(client):
     assert "`image`" in message and "`photo`" in message
 
 
+def test_two_photos_in_one_request_are_refused_not_half_answered(client):
+    photo = VALID_UPLOADS["jpeg"]()
+    files = {"image": [(io.BytesIO(photo), "a.jpg"), (io.BytesIO(photo), "b.jpg")]}
+    response = client.post("/api/v1/predict", data=files)
+    assert response.status_code == 400 and response.json["error"]["code"] == "too_many_images"
+    assert "2 files" in response.json["error"]["message"]
+
+
 def test_json_body_is_told_to_send_multipart(client):
     response = client.post("/api/v1/predict", json={"image": "aGVsbG8="})
     assert response.status_code == 415

@@ -31,6 +31,7 @@ REFUSAL_TITLES = {
 }
 EXTRA_CODES = {
     "missing_image": 400,
+    "too_many_images": 400,
     "invalid_parameter": 400,
     "too_many_fields": 413,
     **{code: 422 for code in REFUSAL_TITLES},

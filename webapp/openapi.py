@@ -128,8 +128,8 @@ _PREDICTION = {
 
 
 ERROR_DESCRIPTIONS = {
-    400: "No file in the field `image` (code missing_image), an invalid `heatmap` value (invalid_parameter), "
-    "or an empty, truncated or corrupt image (bad_request).",
+    400: "No file in the field `image` (code missing_image), more than one (too_many_images), an invalid "
+    "`heatmap` value (invalid_parameter), or an empty, truncated or corrupt image (bad_request).",
     404: "No such route.",
     405: "The route exists but not for this method; the Allow header lists the methods it takes.",
     408: "The upload stalled (no data for 10 s) before it was complete.",

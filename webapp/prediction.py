@@ -64,6 +64,13 @@ def uploaded_image(request: Request) -> FileStorage:
             f"No file was uploaded in the field `{IMAGE_FIELD}`. Choose a photo of the skin lesion.",
             code="missing_image",
         )
+    count = len(request.files.getlist(IMAGE_FIELD))
+    if count > 1:
+        # Answering one of them would leave the client guessing which photo the answer is for.
+        raise UploadError(
+            f"The field `{IMAGE_FIELD}` holds {count} files; send one photo per request.",
+            code="too_many_images",
+        )
     return upload
 
 
