@@ -87,8 +87,9 @@ def integrity_fields(metadata: dict, model_dir: Path) -> dict:
         metadata["class_names"],
         tuple(metadata["input"]["size"]),
     )
-    gate = Path(model_dir) / metadata.get(config.GATE_METADATA_KEY, {}).get("files", {}).get("litert", "-")
-    if gate.is_file():
+    section = metadata.get(config.GATE_METADATA_KEY)
+    gate = Path(model_dir) / section["files"]["litert"] if section else None
+    if gate is not None and gate.is_file():
         fields["sha256"][gate.name] = integrity.file_sha256(gate)
     return fields
 

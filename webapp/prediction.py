@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-import numpy as np
 from flask import Request, current_app
 from PIL import Image
 from werkzeug.datastructures import FileStorage
@@ -29,13 +28,12 @@ class UploadError(ValueError):
 
 @dataclass
 class Result:
-    """A prediction, its caveats, and the pictures the page shows (all in memory only)."""
+    """A prediction, its caveats, and the heat map drawn over the photo (empty when not asked for)."""
 
     prediction: Prediction
-    photo: Image.Image  # the upload's display copy
-    weights: np.ndarray  # the top class's map at the photo's size
     caveats: list[dict[str, str]]  # {"code", "message"} for each reason to trust this answer less
-    heatmap_png: bytes = b""  # the map over the photo as PNG, only when asked for
+    image: Image.Image  # the decoded upload, in memory only, for the page's pictures
+    heatmap_png: bytes = b""
 
 
 def classifier() -> Classifier:
@@ -98,11 +96,12 @@ def predict_upload(upload: FileStorage, with_heatmap: bool = True) -> Result:
     if refusal is not None:
         raise UploadError(refusal.message, 422, refusal.code)
     prediction = model.predict(image)
-    photo = heatmap.display_copy(image)  # shrunk once, for the frame check and every picture
-    weights = heatmap.map_at(photo.size, prediction.class_map)
-    caveats = [heatmap.FRAME_CAVEAT] if heatmap.hot_area_on_frame(photo, weights) else []
-    png = heatmap.png_bytes(heatmap.overlay(photo, weights)) if with_heatmap else b""
-    return Result(prediction, photo, weights, caveats, png)
+    caveats = heatmap.frame_caveats(image, prediction.class_map)
+    if not with_heatmap:
+        return Result(prediction, caveats, image)
+    photo = heatmap.display_copy(image)
+    overlaid = heatmap.overlay(photo, heatmap.map_at(photo.size, prediction.class_map))
+    return Result(prediction, caveats, image, heatmap.png_bytes(overlaid))
 
 
 def data_uri(content: bytes, mime: str) -> str:

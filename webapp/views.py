@@ -71,7 +71,8 @@ def _render_upload(template: str):
 def result_context(result: Result) -> dict:
     """Everything the one result template shows, derived from one prediction."""
     prediction = result.prediction
-    photo, weights = result.photo, result.weights
+    photo = heatmap.display_copy(result.image)  # shrunk once for all three pictures of the page
+    weights = heatmap.map_at(photo.size, prediction.class_map)  # resized once for the overlay
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
     return {
         "prediction": prediction,
@@ -98,10 +99,12 @@ def legend_uri() -> str:
 def about():
     """What the model is, how good it is, what it cannot do, then how it works, from its metadata."""
     metadata = classifier().metadata
+    metrics = metadata.get("metrics", {})
     return render_template(
         "about.html",
         metadata=metadata,
-        metrics=metadata.get("metrics", {}),
+        metrics=metrics,
+        test_sets=[(name, metrics[key]) for key, name in config.TEST_SUBSETS.items() if metrics.get(key)],
         risk_groups=config.RISK_GROUPS,
         plots=_available_plots(),
         limitations=limitation_lines(),
