@@ -597,6 +597,18 @@ def test_result_page_has_side_by_side_heat_map_with_legend(client):
     assert "e-0" not in html  # no "1.58e-07" anywhere
 
 
+def test_heat_map_ramp_brightens_steadily():
+    """More is brighter all along the ramp, so it reads without telling red from green (or in grey)."""
+    from webapp import heatmap
+
+    rgb = np.asarray(heatmap.legend(width=256, height=1), dtype=np.float64)[0] / 255
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ [0.2126, 0.7152, 0.0722]
+    lightness = 116 * np.cbrt(luminance) - 16  # CIE L*, exact above the darkest 1%
+    assert np.all(np.diff(lightness) > -0.5)  # never darker (up to uint8 rounding)
+    assert lightness[-1] - lightness[0] > 60
+
+
 def test_heat_map_on_the_frame_is_called_out(client, app, monkeypatch):
     from webapp import heatmap
 

@@ -27,16 +27,20 @@ FRAME_CAVEAT = {
 FRAME_CHECK_SIZE = 128
 PAGE_JPEG_QUALITY = 85  # the page shows JPEGs: a fifth of the PNG's bytes, no visible loss at 320 px
 
-# A perceptually ordered blue -> yellow -> red ramp (anchor colours of matplotlib's "turbo").
+# matplotlib's "viridis" at 9 evenly spaced points: its lightness rises steadily from dark purple to
+# yellow, so "more" reads as "brighter" for readers with any form of colour blindness and in greyscale
+# (a rainbow ramp such as turbo puts its brightest colour in the middle and relies on red vs green).
 _ANCHORS = np.array(
     [
-        [48, 18, 59],
-        [70, 131, 251],
-        [27, 229, 181],
-        [164, 252, 60],
-        [251, 185, 56],
-        [216, 59, 12],
-        [122, 4, 3],
+        [68, 1, 84],
+        [71, 45, 123],
+        [59, 82, 139],
+        [44, 114, 142],
+        [33, 145, 140],
+        [40, 174, 128],
+        [94, 201, 98],
+        [173, 220, 48],
+        [253, 231, 37],
     ],
     dtype=np.float32,
 )
