@@ -466,7 +466,7 @@ def test_about_page_renders_the_metrics_of_both_test_sets(tiny_model_dir, tmp_pa
     html = response.get_data(as_text=True)
     assert "official Test" in html and "0.600" in html  # isic9 Test accuracy
     assert "HAM10000 held-out" in html and "0.700" in html and "0.900" in html  # its accuracy, mel-vs-nevus
-    assert 'id="ham-test"' in html and "1414 more HAM10000 images" in html  # in the plain-words part too
+    assert 'id="ham-test"' in html and "1,414 more HAM10000 images" in html  # plain words, with separators
     assert all(str(escape(line)) in html for line in LIMITATIONS)
 
 

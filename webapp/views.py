@@ -35,6 +35,12 @@ PLOTS = {
 }
 
 
+@bp.app_template_filter("thousands")
+def thousands(count: int) -> str:
+    """A count with thousands separators (10,015, not 10015)."""
+    return f"{count:,}"
+
+
 @bp.app_context_processor
 def upload_settings() -> dict:
     """Settings the upload form hands to the page's script."""
