@@ -1,11 +1,15 @@
-"""The image gate: `python -m model.gate train|evaluate|all|validate [--model-dir DIR] [--work-dir DIR]`.
+"""The image gate: `python -m model.gate STAGE [--model-dir DIR] [--work-dir DIR]`.
+
+STAGE is train, thresholds, evaluate, all or validate.
 
 A small from-scratch network (no pretrained weights) that answers, before the classifier, whether an
 upload is a dermoscopic image of a skin lesion, or not a lesion at all, an ordinary (non-dermoscopic)
 photo of skin, or a blurred or damaged picture; plus the thresholds of the image-statistics checks of
 `model.quality`. `train` fits both on the training and validation parts below and writes
 `gate.tflite` and the `gate` section of the model folder's metadata.json; `evaluate` measures the
-held-out figures of issue 19, stores them there and puts them into the model card; `validate`
+held-out figures of issue 19, stores them there and puts them into the model card; `thresholds`
+refits only the image-statistics thresholds (after a change to `model.quality`, without retraining
+the network); `validate`
 prints the same figures on the validation parts, for comparing recipes (writes nothing).
 `python -m model.train` runs `train` after the classifier, `python -m model.evaluate` runs `evaluate`.
 
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from model import config, data
 from model.preprocessing import decode_image, to_model_input
@@ -67,11 +71,18 @@ UNUSABLE_VERSIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "48 px": lambda im: im.resize(_fit(im.size, 48), Image.Resampling.BILINEAR),
     "flat": lambda im: Image.new("RGB", im.size, tuple(int(v) for v in np.asarray(im).mean(axis=(0, 1)))),
 }
-# Which quality check each damage of UNUSABLE_VERSIONS is for (used to fit the thresholds).
+# Colour damage, beyond issue 19's list: black-and-white or strongly faded photos (a filter, a scan),
+# which the check "colourless" refuses (run G16 in docs/EXPERIMENTS.md); reported beside the above.
+FADED_VERSIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "greyscale": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "colour x0.25": lambda im: ImageEnhance.Color(im).enhance(0.25),
+}
+# Which quality check each damage is for (used to fit the thresholds).
 DAMAGE_OF_PROBLEM = {
     "too_dark": "brightness x0.1",
     "overexposed": "brightness x4",
     "flat": "flat",
+    "colourless": "colour x0.25",
     "blurred": "blur radius 8",
 }
 # The goals of issue 19: (figure, at least / at most, value).
@@ -432,8 +443,9 @@ def lesion_threshold(lesion_probabilities: np.ndarray, melanoma: np.ndarray) -> 
 def quality_thresholds(work_dir: Path) -> dict[str, float]:
     """model.quality thresholds fitted on the validation dermoscopy and its damaged versions."""
     clean = [read_upload(path) for path in dermoscopy("val", work_dir).path]
+    damages = {**UNUSABLE_VERSIONS, **FADED_VERSIONS}
     damaged = {
-        problem: [image_statistics(UNUSABLE_VERSIONS[damage](image)) for image in clean]
+        problem: [image_statistics(damages[damage](image)) for image in clean]
         for problem, damage in DAMAGE_OF_PROBLEM.items()
     }
     return fit_thresholds([image_statistics(image) for image in clean], damaged, QUALITY_TAIL)
@@ -465,6 +477,15 @@ def train_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_
     section = gate_section(threshold, quality_thresholds(work_dir), training)
     _write_section(model_dir, section)
     return section
+
+
+def refit_quality_thresholds(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_DIR) -> dict:
+    """Refit the image-statistics thresholds on validation for the folder's gate; its network is unchanged."""
+    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
+    section = metadata[config.GATE_METADATA_KEY]
+    section["thresholds"]["quality"] = quality_thresholds(work_dir)
+    _write_section(model_dir, section)
+    return section["thresholds"]["quality"]
 
 
 def gate_section(lesion_probability: float, quality: dict[str, float], training: dict) -> dict:
@@ -545,6 +566,7 @@ def held_out_figures(gate, work_dir: Path, part: str = "test") -> dict:
         figures["smartphone_refused"] = _share(smartphone)
         figures["smartphone_not_dermoscopic"] = _share(smartphone, config.NOT_DERMOSCOPIC)
     unusable: dict[str, list] = {name: [] for name in UNUSABLE_VERSIONS}
+    faded: dict[str, list] = {name: [] for name in FADED_VERSIONS}
     clean_codes = []
     for subset in dermoscopy_test_subsets(work_dir) if part == "test" else [part]:
         table = data.read_subset(subset, work_dir)
@@ -562,10 +584,13 @@ def held_out_figures(gate, work_dir: Path, part: str = "test") -> dict:
             "images": int(melanoma.sum()),
             "refused": int(sum(c is not None for c, m in zip(subset_codes, melanoma) if m)),
         }
-        for name, damage in UNUSABLE_VERSIONS.items():
-            unusable[name] += [_code(gate, as_upload(damage(image))) for image in images]
+        for versions, codes in ((UNUSABLE_VERSIONS, unusable), (FADED_VERSIONS, faded)):
+            for name, damage in versions.items():
+                codes[name] += [_code(gate, as_upload(damage(image))) for image in images]
     figures["unusable_caught"] = _share([c for codes_ in unusable.values() for c in codes_])
     figures["unusable_caught_by_version"] = {name: _share(c) for name, c in unusable.items()}
+    figures["faded_caught"] = _share([c for codes_ in faded.values() for c in codes_])
+    figures["faded_caught_by_version"] = {name: _share(c) for name, c in faded.items()}
     figures["clean_flagged_poor_quality"] = _share(clean_codes, config.POOR_QUALITY)
     figures["goals"] = {name: _goal(name, figures) for name in GOALS if name in figures}
     return figures
@@ -639,7 +664,7 @@ def refresh_model_card(model_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: train the gate into a model folder, or evaluate it there."""
     parser = argparse.ArgumentParser(prog="python -m model.gate", description=__doc__)
-    parser.add_argument("stage", choices=("train", "evaluate", "all", "validate"))
+    parser.add_argument("stage", choices=("train", "thresholds", "evaluate", "all", "validate"))
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)
     parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR)
     args = parser.parse_args(argv)
@@ -649,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gate trained in {section['training']['seconds']:.0f} s -> {args.model_dir}")
             print(f"validation accuracy by class: {section['training']['validation_accuracy_by_class']}")
             print(f"thresholds (chosen on validation): {section['thresholds']}")
+        if args.stage == "thresholds":
+            thresholds = refit_quality_thresholds(args.model_dir, args.work_dir)
+            print(f"quality thresholds (refitted on validation): {thresholds}")
         if args.stage == "validate":  # compare recipes on validation; writes nothing
             print("\n".join(figure_lines(validation_figures(args.model_dir, args.work_dir))))
         if args.stage in ("evaluate", "all"):

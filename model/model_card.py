@@ -147,6 +147,8 @@ GATE_FIGURES = {
     "melanomas_refused_ham_test": "HAM10000 held-out test melanomas refused",
     "unusable_caught": "synthetic unusable versions of Test images "
     "(blur 8, brightness x0.1 / x4, 48 px, flat) caught",
+    "faded_caught": "black-and-white and faded (colour x0.25) versions of Test images caught "
+    "(beyond issue 19's list)",
     "clean_flagged_poor_quality": "clean Test images flagged poor_quality",
 }
 
@@ -213,7 +215,7 @@ def gate_text(gate: dict) -> str:
     lesion = thresholds["lesion_probability"]
     text = (
         "Before the classifier, every upload passes a gate (`python -m model.gate`): image statistics "
-        f"(too small, too dark, overexposed, flat, blurred; thresholds {quality}) and a small "
+        f"(too small, too dark, overexposed, flat, colourless, blurred; thresholds {quality}) and a small "
         f"from-scratch CNN (input {size}, file `{gate['files']['litert']}`, classes "
         f"{', '.join(gate['classes'])}) that refuses when P(lesion) < {lesion:.4f}. Both thresholds were "
         "chosen on validation only. Trained on data_prep's train subset of the dermoscopy (its val "
@@ -230,7 +232,8 @@ def gate_text(gate: dict) -> str:
         return text + "\n\nNot evaluated yet (`python -m model.gate evaluate`)."
     table = ["| figure | held-out result | goal | |", "|---|---|---|---|"]
     table += [f"| {r['figure']} | {r['result']} | {r['goal']} | {r['met']} |" for r in rows]
-    by_version = gate["figures"].get("unusable_caught_by_version", {})
+    figures = gate["figures"]
+    by_version = figures.get("unusable_caught_by_version", {}) | figures.get("faded_caught_by_version", {})
     versions = ", ".join(f"{name} {v['share']:.1%}" for name, v in by_version.items())
     return f"{text}\n\n" + "\n".join(table) + (f"\n\nCaught by version: {versions}." if versions else "")
 

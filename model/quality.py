@@ -1,4 +1,5 @@
-"""Cheap image statistics that say a picture is unusable: too small, too dark, overexposed, blurred, flat.
+"""Cheap image statistics that say a picture is unusable: too small, too dark, overexposed, flat, colourless,
+blurred.
 
 Pillow and NumPy only (the serving image has no TensorFlow). The statistics are measured on the
 decoded upload; `model.gate` fits the thresholds on clean validation images (so that almost none of
@@ -26,15 +27,18 @@ CHECKS: dict[str, tuple[str, str]] = {
     "too_dark": ("brightness", "low"),
     "overexposed": ("saturated_share", "high"),
     "flat": ("contrast", "low"),
+    # Black-and-white or faded: the classifier reads colour, and without it leans to "benign".
+    "colourless": ("colourfulness", "low"),
     "blurred": ("sharpness", "low"),
 }
 PROBLEMS: tuple[str, ...] = ("too_small", *CHECKS)
 
 
 def image_statistics(image: Image.Image) -> dict[str, float]:
-    """Short side, brightness, share of blown-out pixels, contrast and sharpness of an RGB image."""
+    """Short side, brightness, blown-out share, contrast, colourfulness and sharpness of an RGB image."""
     small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
-    grey = np.asarray(small, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    pixels = np.asarray(small, dtype=np.float32)
+    grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     # The discrete Laplacian responds to edges and fine texture, which blur removes first.
     laplacian = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
     return {
@@ -44,8 +48,21 @@ def image_statistics(image: Image.Image) -> dict[str, float]:
         # The most varying colour channel: a lesion on skin may differ mostly in one channel.
         # (Pillow's histogram-based statistics: four times faster than NumPy's std here.)
         "contrast": float(max(ImageStat.Stat(small).stddev)),
+        "colourfulness": colourfulness(pixels),
         "sharpness": float(laplacian.std()),
     }
+
+
+def colourfulness(pixels: np.ndarray) -> float:
+    """Hasler and Suesstrunk's colourfulness of (H, W, 3) RGB values: 0 for grey, about 33 for dermoscopy.
+
+    The spread and the mean of the red-green and yellow-blue opponent channels; skin's reddish mean
+    counts too, so a pale lesion on skin still scores well above a black-and-white picture.
+    """
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    red_green, yellow_blue = red - green, (red + green) / 2 - blue
+    spread = np.hypot(red_green.std(), yellow_blue.std())
+    return float(spread + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
 
 
 def quality_problem(statistics: dict[str, float], thresholds: dict[str, float]) -> str | None:

@@ -197,7 +197,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 # Thresholds that let every picture through (the fixture's lesions are 40-pixel blobs); gate tests
 # set their own.
-OPEN_GATE_QUALITY = {"min_side": 1, "too_dark": -1.0, "overexposed": 2.0, "flat": -1.0, "blurred": -1.0}
+OPEN_GATE_QUALITY = {
+    "min_side": 1,
+    "too_dark": -1.0,
+    "overexposed": 2.0,
+    "flat": -1.0,
+    "colourless": -1.0,
+    "blurred": -1.0,
+}
 
 
 def _tiny_gate(model_dir: Path) -> dict:

@@ -15,7 +15,14 @@ from model import config
 from model.quality import PROBLEMS, fit_thresholds, image_statistics, quality_problem
 
 # Thresholds of the order that `model.gate train` fits on real validation dermoscopy.
-REALISTIC_QUALITY = {"min_side": 64, "too_dark": 55.0, "overexposed": 0.3, "flat": 6.0, "blurred": 1.9}
+REALISTIC_QUALITY = {
+    "min_side": 64,
+    "too_dark": 55.0,
+    "overexposed": 0.3,
+    "flat": 6.0,
+    "colourless": 9.0,
+    "blurred": 1.9,
+}
 
 
 def _skin_lesion(size=(180, 180), seed=0) -> Image.Image:
@@ -34,6 +41,7 @@ UNUSABLE = {
     "too_dark": lambda: Image.eval(_skin_lesion(), lambda v: v // 10),
     "overexposed": lambda: Image.eval(_skin_lesion(), lambda v: min(255, v * 4)),
     "flat": lambda: Image.new("RGB", (180, 180), (200, 160, 140)),
+    "colourless": lambda: _skin_lesion().convert("L").convert("RGB"),
     "blurred": lambda: _skin_lesion().filter(ImageFilter.GaussianBlur(8)),
 }
 
@@ -49,17 +57,22 @@ def test_each_unusable_picture_is_named_by_its_problem(problem):
 
 
 def test_fitted_thresholds_sit_halfway_between_clean_tail_and_damaged_middle():
-    clean = [{"brightness": b, "saturated_share": 0.0, "contrast": 30.0, "sharpness": 6.0} for b in (90, 100)]
+    clean = [
+        {"brightness": b, "saturated_share": 0.0, "contrast": 30.0, "colourfulness": 30.0, "sharpness": 6.0}
+        for b in (90, 100)
+    ]
     damaged = {
         "too_dark": [{"brightness": 10.0}],
         "overexposed": [{"saturated_share": 0.9}],
         "flat": [{"contrast": 0.0}],
+        "colourless": [{"colourfulness": 4.0}],
         "blurred": [{"sharpness": 1.0}],
     }
     thresholds = fit_thresholds(clean, damaged, tail=0.0)
     assert thresholds["too_dark"] == pytest.approx(50.0)  # (90 + 10) / 2
     assert thresholds["overexposed"] == pytest.approx(0.45)
     assert thresholds["flat"] == pytest.approx(15.0)
+    assert thresholds["colourless"] == pytest.approx(17.0)
     assert thresholds["blurred"] == pytest.approx(3.5)
 
 
@@ -135,6 +148,15 @@ def test_a_model_folder_without_a_gate_is_not_served(tiny_model_dir, tmp_path):
     (tmp_path / "no_file" / config.GATE_TFLITE_FILE).unlink()
     with pytest.raises(ModelLoadError, match="missing"):
         create_app({"MODEL_DIR": str(tmp_path / "no_file")})
+
+
+def test_a_gate_without_a_threshold_for_every_check_is_not_served(tiny_model_dir):
+    """A folder from before a check was added fails at start, naming the fix, not with a 500 per upload."""
+    from webapp.classifier import ModelLoadError
+
+    older = {name: value for name, value in REALISTIC_QUALITY.items() if name != "colourless"}
+    with pytest.raises(ModelLoadError, match="no threshold for colourless.*model.gate thresholds"):
+        _gate(tiny_model_dir, quality=older)
 
 
 # --- API and page contract ---------------------------------------------------------------------

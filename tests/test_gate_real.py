@@ -75,6 +75,11 @@ def test_unusable_versions_of_test_images_are_caught(figures):
     }
 
 
+def test_black_and_white_versions_of_test_images_are_refused(figures):
+    """The classifier reads colour: without it, it leans to benign (run G16 in docs/EXPERIMENTS.md)."""
+    assert figures["faded_caught_by_version"]["greyscale"]["share"] >= 0.99
+
+
 def test_clean_test_images_are_rarely_called_poor_quality(figures):
     assert figures["clean_flagged_poor_quality"]["share"] <= 0.01
 

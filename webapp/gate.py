@@ -1,7 +1,7 @@
 """The image gate at serving time: refuse what the classifier must not answer, and say why.
 
 Every decoded upload is checked here before the classifier: first the image statistics of
-`model.quality` (too small, too dark, overexposed, flat, blurred), then the gate network (LiteRT;
+`model.quality` (too small, too dark, overexposed, flat, colourless, blurred), then the gate network (LiteRT;
 trained by `python -m model.gate train`), which tells a dermoscopic lesion from a picture that is not
 a lesion, an ordinary (non-dermoscopic) photo of skin, or a blurred or damaged picture. Thresholds come
 from the gate section of the model's metadata, chosen on validation. No TensorFlow here.
@@ -18,7 +18,7 @@ from PIL import Image
 
 from model import config
 from model.preprocessing import to_model_input
-from model.quality import MIN_SIDE, image_statistics, quality_problem
+from model.quality import CHECKS, MIN_SIDE, image_statistics, quality_problem
 from webapp.classifier import ModelLoadError, check_hash, open_interpreter
 
 # Every refusal ends with this: a refusal must never read as an all-clear for the lesion.
@@ -45,6 +45,9 @@ REASONS: dict[str, str] = {
     "a photo of a skin lesion, take it again without flash or direct light shining on the skin.",
     "flat": "The picture is almost one flat colour, with no structure to judge, so it was not "
     "classified. Upload a photo of the skin lesion itself.",
+    "colourless": "The picture has almost no colour (black-and-white, or faded by a filter or a scan), and "
+    "the model relies on a lesion's colours, so it was not classified. Upload the original colour photo, "
+    "without filters.",
     "blurred": "The picture is too blurred to show the lesion's structure, so it was not classified. "
     "Hold the camera still, let it focus, and take it again.",
 }
@@ -83,6 +86,12 @@ class Gate:
         self.input_size = tuple(section["input"]["size"])
         self.lesion_threshold: float = section["thresholds"]["lesion_probability"]
         self.quality_thresholds: dict[str, float] = section["thresholds"]["quality"]
+        missing = [problem for problem in CHECKS if problem not in self.quality_thresholds]
+        if missing:  # a folder from before a check was added: refuse at start, not with a 500 per upload
+            raise GateLoadError(
+                f"The gate in metadata.json has no threshold for {', '.join(missing)}: run "
+                "`python -m model.gate thresholds` for this model folder."
+            )
         self._interpreter = open_interpreter(model_path, num_threads, GateLoadError)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
