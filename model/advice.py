@@ -47,6 +47,13 @@ LEVELS = {
 }
 # Order of concern, highest first; the page and the API document it.
 LEVEL_ORDER = (SEE_DOCTOR, HAVE_CHECKED, KEEP_WATCHING)
+# The groups each level's advice rests on. The heat map explains the most likely class of these, so a
+# "see a doctor" answer shows what looked malignant even when a benign class is the most likely one.
+EXPLAINED_GROUPS = {
+    SEE_DOCTOR: (MALIGNANT,),
+    HAVE_CHECKED: (MALIGNANT, PRE_MALIGNANT),
+    KEEP_WATCHING: (MALIGNANT, PRE_MALIGNANT, BENIGN),
+}
 # Under every answer, on the page and in the API: what an answer is worth, and what it is not.
 DISCLAIMER = (
     "Not a diagnosis. The model can be wrong in either direction, and its answer only means something "
@@ -123,6 +130,12 @@ def advise(
     )
 
 
+def explained_class(level: str, probabilities: dict[str, float]) -> str:
+    """The class the heat map shows: the most likely class of the groups the advice at `level` rests on."""
+    classes = [name for group in EXPLAINED_GROUPS[level] for name in config.RISK_GROUPS[group]]
+    return max(classes, key=probabilities.__getitem__)
+
+
 def sensitivity_sentence(metadata: dict) -> str:
     """How many malignant Test lesions the threshold caught, with its 95% interval, from metadata."""
     test = metadata.get("metrics", {}).get("test", {})
@@ -130,10 +143,14 @@ def sensitivity_sentence(metadata: dict) -> str:
     if sensitivity is None:
         return ""
     interval = test.get("intervals_95", {}).get("malignant_sensitivity")
-    spread = f" (95% interval {percent(interval[0])} to {percent(interval[1])})" if interval else ""
+    spread = f", 95% interval {percent(interval[0])} to {percent(interval[1])}" if interval else ""
+    per_class = test.get("per_class", {})
+    malignant = int(sum(per_class.get(name, {}).get("support", 0) for name in config.RISK_GROUPS[MALIGNANT]))
+    # The count says what the share is of: the malignant lesions, not every Test image.
+    lesions = f"{round(sensitivity * malignant)} of the {malignant}" if malignant else "the"
     return (
-        f"At this threshold the model sent {percent(sensitivity)}{spread} of the malignant lesions in its "
-        f"Test set ({test.get('images', '?')} images) to a doctor, so it misses some."
+        f"At this threshold the model sent {lesions} malignant lesions in its Test set to a doctor "
+        f"({percent(sensitivity)}{spread}), so it misses some."
     )
 
 

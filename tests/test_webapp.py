@@ -200,6 +200,15 @@ def test_health_and_readiness(client):
     assert ready.status_code == 200 and ready.json["status"] == "ready"
 
 
+def test_an_unready_model_answers_503_in_the_documented_error_shape(app, monkeypatch):
+    model = app.extensions["classifier"]
+    monkeypatch.setattr(model, "predict_array", lambda pixels: (np.full(9, np.nan), None))
+    response = app.test_client().get("/readyz", headers={"Accept": "text/html"})
+    assert response.status_code == 503
+    _validate(response.json, "Error", app.test_client().get("/api/v1/openapi.json").json)
+    assert response.json["error"]["code"] == "not_ready"
+
+
 def test_model_endpoint_returns_metadata(client):
     body = client.get("/api/v1/model").json
     assert body["class_names"] == list(config.CLASS_NAMES)
@@ -533,9 +542,12 @@ def test_advice_quotes_sensitivity_with_its_interval_from_metadata():
         "images": 118,
         "malignant_sensitivity": 0.8125,
         "intervals_95": {"malignant_sensitivity": [0.69, 0.92]},
+        "per_class": {"melanoma": {"support": 16.0}, "nevus": {"support": 16.0}},
     }
     metadata = {"metrics": {"operating_point": {"malignant_threshold": 0.3}, "test": test}}
-    assert "81% (95% interval 69% to 92%)" in advise(_risk(0.5, 0), metadata).sensitivity
+    sentence = advise(_risk(0.5, 0), metadata).sensitivity
+    assert "sent 13 of the 16 malignant lesions" in sentence  # of the malignant ones, not of 118
+    assert "(81%, 95% interval 69% to 92%)" in sentence
 
 
 def test_percentages_read_as_people_read_them():
@@ -565,6 +577,51 @@ def test_advice_explains_a_most_likely_class_that_seems_to_disagree(malignant, t
     metadata = {"metrics": {"operating_point": {"malignant_threshold": 0.3}}}
     reason = advise(_risk(malignant, 0.0), metadata, top_class=top_class).reason
     assert (note in reason) if note else ("most likely" not in reason)
+
+
+@pytest.mark.parametrize(
+    ("level", "probabilities", "explained"),
+    [
+        ("see_doctor_soon", {"nevus": 0.6, "melanoma": 0.3, "basal cell carcinoma": 0.1}, "melanoma"),
+        ("have_it_checked", {"nevus": 0.7, "actinic keratosis": 0.2, "melanoma": 0.1}, "actinic keratosis"),
+        ("keep_watching", {"nevus": 0.9, "melanoma": 0.1}, "nevus"),
+    ],
+)
+def test_heat_map_explains_the_class_the_advice_is_about(level, probabilities, explained):
+    from model.advice import explained_class
+
+    assert explained_class(level, dict.fromkeys(config.CLASS_NAMES, 0.0) | probabilities) == explained
+
+
+def test_a_flagged_answer_maps_a_malignant_class_on_page_and_api(tiny_model_dir, sample_jpeg):
+    import json
+
+    from model.preprocessing import to_model_input
+    from webapp import create_app
+    from webapp.classifier import Classifier
+
+    metadata = json.loads((tiny_model_dir / config.METADATA_FILE).read_text())
+    metadata["metrics"] = {"operating_point": {"malignant_threshold": 0.0}}  # every photo flagged
+    classifier = Classifier(tiny_model_dir / config.MODEL_TFLITE_FILE, metadata)
+    image = Image.open(sample_jpeg).convert("RGB")
+    prediction = classifier.predict(image)
+    assert prediction.heatmap_class in config.RISK_GROUPS["malignant"]
+    _, class_maps = classifier.predict_array(to_model_input(image, classifier.input_size))
+    assert np.allclose(
+        prediction.class_map, class_maps[:, :, config.CLASS_NAMES.index(prediction.heatmap_class)]
+    )
+
+    app = create_app({"MODEL_DIR": str(tiny_model_dir)})
+    app.extensions["classifier"].metadata.setdefault("metrics", {})["operating_point"] = {
+        "malignant_threshold": 0.0
+    }
+    client = app.test_client()
+    body = _post(client, sample_jpeg.read_bytes()).json
+    assert body["heatmap_class"] in config.RISK_GROUPS["malignant"]
+    page = " ".join(_post(client, sample_jpeg.read_bytes(), api=False).get_data(as_text=True).split())
+    assert f"heat map for {body['heatmap_class']} laid over it" in page
+    named = f"not {body['top_class']}, the most likely single class" in page
+    assert named == (body["top_class"] != body["heatmap_class"])
 
 
 def test_page_and_api_give_the_same_answer_first(client):

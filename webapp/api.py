@@ -49,6 +49,7 @@ def predict():
         "malignant_flag": prediction.malignant_flag,
         "advice": prediction.advice.as_dict(),
         "inference_ms": round(prediction.inference_ms, 3),
+        "heatmap_class": prediction.heatmap_class,
         "caveats": result.caveats,
         "disclaimer": DISCLAIMER,
     }
@@ -81,5 +82,7 @@ def readyz():
     model = classifier()
     probabilities, _ = model.predict_array(np.zeros((*model.input_size, 3), dtype=np.float32))
     if not (np.all(np.isfinite(probabilities)) and abs(float(probabilities.sum()) - 1) < 1e-3):
-        return jsonify({"status": "not ready", "reason": "model output is not a distribution"}), 503
+        # The documented Error shape, JSON whatever the client accepts: probes and scripts read it.
+        error = {"code": "not_ready", "message": "model output is not a distribution", "status": 503}
+        return jsonify({"error": error}), 503
     return jsonify({"status": "ready", "model": model.metadata["name"], "version": model.metadata["version"]})

@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from model import config, integrity
-from model.advice import SEE_DOCTOR, Advice, advise
+from model.advice import SEE_DOCTOR, Advice, advise, explained_class
 from model.preprocessing import to_model_input
 
 # The exit status of a server that refuses to start because its model folder fails the checks
@@ -51,7 +51,8 @@ class Prediction:
     risk_probabilities: dict[str, float]
     malignant_flag: bool
     advice: Advice  # the one answer shown first, by the rule of model.advice
-    class_map: np.ndarray  # (8, 8) activation map of the top class, for the heat map
+    heatmap_class: str  # the class the heat map explains (model.advice.explained_class)
+    class_map: np.ndarray  # (8, 8) activation map of heatmap_class
     inference_ms: float
 
 
@@ -147,6 +148,7 @@ class Classifier:
             group: float(sum(by_class[c] for c in classes)) for group, classes in config.RISK_GROUPS.items()
         }
         advice = advise(risk, self.metadata, top_class=(self.class_names[top], float(probabilities[top])))
+        explained = explained_class(advice.level, by_class)
         return Prediction(
             probabilities=by_class,
             top_class=self.class_names[top],
@@ -157,7 +159,8 @@ class Classifier:
             # model without a validated operating point flags nothing rather than guessing one).
             malignant_flag=advice.level == SEE_DOCTOR,
             advice=advice,
-            class_map=class_maps[:, :, top],
+            heatmap_class=explained,
+            class_map=class_maps[:, :, self.class_names.index(explained)],
             inference_ms=elapsed_ms,
         )
 

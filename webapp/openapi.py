@@ -105,10 +105,21 @@ _PREDICTION = {
             },
         },
         "disclaimer": {"type": "string"},
+        "heatmap_class": {
+            "type": "string",
+            "enum": list(config.CLASS_NAMES),
+            "description": "The class the heat map (and the heat_on_frame caveat) explains: the most likely "
+            "class of the risk groups the advice rests on (malignant for see_doctor_soon, malignant or "
+            "pre-malignant for have_it_checked, any for keep_watching), so top_class unless the two "
+            "disagree.",
+        },
         "heatmap_png_base64": {
             "type": "string",
             "contentEncoding": "base64",
             "contentMediaType": "image/png",
+            "description": "Only with heatmap=true: the photo (longest side 320 px) with the class "
+            "activation map of heatmap_class blended over it, scaled per image from its lowest (dark purple) "
+            "to its highest value (yellow); it shows where the model looked, not a probability.",
         },
     },
     "required": [
@@ -121,6 +132,7 @@ _PREDICTION = {
         "malignant_flag",
         "advice",
         "inference_ms",
+        "heatmap_class",
         "caveats",
         "disclaimer",
     ],
@@ -220,6 +232,7 @@ def prediction_example() -> dict:
         "dermatofibroma": 0.1,
     }
     risk = {group: sum(probabilities[c] for c in classes) for group, classes in config.RISK_GROUPS.items()}
+    answer = advice.advise(risk, {"metrics": {"operating_point": {"malignant_threshold": 0.3}}})
     return {
         "model": {"name": "skin_cnn", "version": "1.0.0"},
         "top_class": "nevus",
@@ -228,10 +241,9 @@ def prediction_example() -> dict:
         "risk_group": "benign",
         "risk_probabilities": risk,
         "malignant_flag": False,
-        "advice": advice.advise(
-            risk, {"metrics": {"operating_point": {"malignant_threshold": 0.3}}}
-        ).as_dict(),
+        "advice": answer.as_dict(),
         "inference_ms": 2.1,
+        "heatmap_class": advice.explained_class(answer.level, probabilities),
         "caveats": [],
         "disclaimer": advice.DISCLAIMER,
     }
