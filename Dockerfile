@@ -26,6 +26,8 @@ RUN useradd --create-home --uid 10001 app
 USER 10001
 
 EXPOSE 8000
+# Run by path, not as webapp.healthcheck: importing the package would load Flask, LiteRT and NumPy
+# (0.3 s and 56 MB) every 30 s just to make one request.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-  CMD ["python", "-m", "webapp.healthcheck"]
+  CMD ["python", "webapp/healthcheck.py"]
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -92,6 +93,8 @@ def test_image_layout_serves_the_model_with_the_docker_command(tmp_path):
         "WEB_CONCURRENCY": "1",
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]  # the CMD, from the venv
+    healthcheck = json.loads(re.search(r"^\s+CMD (\[.+\])$", DOCKERFILE, flags=re.MULTILINE).group(1))
+    probe = [sys.executable, "-X", "importtime", *healthcheck[1:]]  # HEALTHCHECK's CMD, from the venv
     process = subprocess.Popen(
         command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -102,6 +105,9 @@ def test_image_layout_serves_the_model_with_the_docker_command(tmp_path):
         image = next((ROOT / "tests").glob("*.py")).read_bytes()  # not an image: a clean 415
         status, body = post_image(f"http://127.0.0.1:{port}", image, "x.py")
         assert status == 415 and "not an image" in body["error"]["message"]
+        checked = subprocess.run(probe, cwd=app_dir, env=env, capture_output=True, text=True, timeout=10)
+        assert checked.returncode == 0
+        assert "flask" not in checked.stderr  # the probe loads nothing of the app every 30 s
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
@@ -117,3 +123,4 @@ def test_image_layout_serves_the_model_with_the_docker_command(tmp_path):
         ).stdout
     )
     assert "Traceback" not in output
+    assert subprocess.run(probe, cwd=app_dir, env=env, capture_output=True, timeout=10).returncode == 1
