@@ -12,8 +12,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # request slot; webapp.worker adds read and request deadlines (docs/DEPLOYMENT.md says why not a
 # proxy). Decoding and inference run one at a time per worker, as on two cores they must anyway.
 worker_class = "webapp.worker.Worker"
-# Connections one worker holds at once. Each upload being received is held in memory (at most
-# MAX_CONTENT_LENGTH), and the deadlines below free the slots of clients that stall.
+# Connections one worker holds at once. Uploads being received are held in memory, within the
+# worker's upload budget (webapp.budget); the deadlines below free the slots of clients that stall.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "100"))
 # Heroku's router gives up after 30 s. No request may take longer than this: the worker cuts a
 # connection that is still sending its body (or not reading its answer) at this deadline.

@@ -8,8 +8,10 @@ BOMBS are the cases of issue 21, which must be refused before their pixels are d
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -156,3 +158,59 @@ def slow_client_figures(base: str, uploads, slow: int = 16, seconds: float = 12)
     return SlowClientFigures(
         load, within, *stalls["headers"], *stalls["body"], header_trickle_cut_s=list(headers.cut_after)
     )
+
+
+# Many large uploads arriving together (the review of 2026-11-25): bodies just under the upload limit.
+MANY_UPLOADS = 40
+LARGE_UPLOAD_BYTES = 11 * 1024 * 1024
+
+
+def many_uploads_peak_pss(
+    base: str, master: int, clients: int = MANY_UPLOADS, size: int = LARGE_UPLOAD_BYTES
+) -> tuple[float, Counter]:
+    """Peak server memory (PSS, MB) while `clients` bodies of `size` bytes arrive at once, a MB a
+    quarter second each; with the status each client got (0: none)."""
+    from bench.loopback import server_pss_mb
+
+    host, port = base.removeprefix("http://").split(":")
+    head = (
+        'Content-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    )
+    body_head, body_tail = f"--b\r\n{head}".encode(), b"\r\n--b--\r\n"
+    length = len(body_head) + size + len(body_tail)
+    statuses: Counter = Counter()
+    peak, done = server_pss_mb(master), threading.Event()
+
+    def upload() -> None:
+        chunk = b"\xff" * 2**20
+        try:
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(
+                    f"POST /api/v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n"
+                    f"Content-Type: multipart/form-data; boundary=b\r\n\r\n".encode()
+                    + body_head
+                )
+                for start in range(0, size, len(chunk)):
+                    sock.sendall(chunk[: min(len(chunk), size - start)])
+                    time.sleep(0.25)
+                sock.sendall(body_tail)
+                statuses[int(sock.recv(64).split(b" ")[1])] += 1
+        except (OSError, IndexError, ValueError):
+            statuses[0] += 1  # cut off or refused before it had sent everything
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, server_pss_mb(master))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    uploads = [threading.Thread(target=upload) for _ in range(clients)]
+    for thread in uploads:
+        thread.start()
+    for thread in uploads:
+        thread.join()
+    done.set()
+    sampler.join()
+    return peak, statuses

@@ -319,6 +319,21 @@ def test_four_worst_uploads_at_once_keep_the_server_under_512_mb(committed_model
     assert peak < 512, peak
 
 
+@pytest.mark.slow
+def test_many_large_uploads_at_once_keep_the_server_under_512_mb(committed_model_dir):
+    """40 bodies of 11 MB arriving together: each worker holds its upload budget, the rest retry."""
+    from bench.hostile import MANY_UPLOADS, many_uploads_peak_pss
+
+    with gunicorn_server(committed_model_dir, workers=2) as (base, process):
+        run_load(base, [(_jpeg(), "a.jpg")], 4, total=8)
+        peak, statuses = many_uploads_peak_pss(base, process.pid)
+        after = run_load(base, [(_jpeg(), "a.jpg")], 4, total=20)  # the budget was given back
+    assert peak < 512, peak
+    assert sum(statuses.values()) == MANY_UPLOADS and set(statuses) <= {415, 503}, statuses
+    assert statuses[415] >= 2 and statuses[503] >= 1, statuses  # some received in full, some told to retry
+    assert after.errors == 0 and after.statuses[200] + after.statuses[422] == 20
+
+
 # --- Slow clients (issue 21) ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_slow_clients_do_not_starve_predictions_and_stalls_are_cut_off(committed_model_dir):

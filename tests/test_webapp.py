@@ -194,6 +194,37 @@ def test_about_page_is_built_from_metadata(client):
     assert 'alt="confusion_test.png"' not in html
 
 
+def test_upload_budget_admits_a_lone_upload_and_refuses_past_its_limit():
+    from webapp.budget import UploadBudget
+
+    budget = UploadBudget(limit=10)
+    assert budget.reserve(25)  # alone, an upload under the size limit always fits
+    assert not budget.reserve(1)
+    budget.release(25)
+    assert budget.reserve(6) and budget.reserve(4) and not budget.reserve(1)
+    budget.release(6)
+    budget.release(4)
+    assert budget.held == 0
+
+
+def test_a_spent_upload_budget_answers_503_busy_and_is_given_back(app):
+    spec = app.test_client().get("/api/v1/openapi.json").json
+    budget = app.extensions["upload_budget"]
+    budget.held = budget.limit  # other uploads are being received
+    client = app.test_client()
+    response = _post(client, VALID_UPLOADS["jpeg"]())
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert response.json["error"]["code"] == "busy"
+    _validate(response.json, "Error", spec)
+    assert "503" in spec["paths"]["/api/v1/predict"]["post"]["responses"]
+    page = _post(client, VALID_UPLOADS["jpeg"](), api=False)
+    assert page.status_code == 503 and "too many photos at once" in page.get_data(as_text=True)
+    budget.held = 0
+    for content in (VALID_UPLOADS["jpeg"](), b"not an image"):  # answered, or refused: either way
+        assert _post(client, content).status_code in (200, 415)
+        assert budget.held == 0  # its bytes were given back
+
+
 def test_health_and_readiness(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")

@@ -33,6 +33,9 @@ DEFAULTS = {
     # halve one request's latency (HTTP p50 15.7 -> 11.3 ms on 2 cores, measured) for about 6% of
     # the throughput at concurrency 16, when both workers compete for the cores.
     "INFERENCE_THREADS": 2,
+    # Upload bytes one worker holds while receiving (webapp.budget): two workers' bodies, decodes and
+    # resident memory stay inside a 512 MB container; at about 4 MB a phone photo, 8 at once a worker.
+    "UPLOAD_BUDGET_MB": 32,
 }
 
 
@@ -64,11 +67,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["MODEL_DIR"], app.extensions["classifier"].metadata, app.config["INFERENCE_THREADS"]
     )
 
-    from webapp import api, assets, errors, security, views
+    from webapp import api, assets, budget, errors, security, views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     errors.init_app(app)
+    budget.init_app(app)
     security.init_app(app)
     assets.init_app(app)
     return app

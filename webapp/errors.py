@@ -34,6 +34,7 @@ EXTRA_CODES = {
     "too_many_images": 400,
     "invalid_parameter": 400,
     "too_many_fields": 413,
+    "busy": 503,
     **{code: 422 for code in REFUSAL_TITLES},
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from model import advice, config
+from webapp.budget import BUSY_MESSAGE
 from webapp.errors import CODES, EXTRA_CODES, REFUSAL_TITLES
 
 # Values of the `heatmap` parameter; webapp.api refuses any other with a 400.
@@ -207,6 +208,19 @@ def _error_responses(*codes: int) -> dict:
     return responses
 
 
+def _busy_response() -> dict:
+    """The upload route's 503: the worker's budget of upload bytes being received is spent (webapp.budget)."""
+    example = {"error": {"code": "busy", "message": BUSY_MESSAGE, "status": 503}}
+    return {
+        "description": "Too many uploads being received at once (code busy): send it again after "
+        "the Retry-After seconds.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": example}
+        },
+    }
+
+
 def _json_ok(description: str, schema: dict, example: dict | None = None) -> dict:
     content = {"schema": schema} | ({"example": example} if example is not None else {})
     return {"200": {"description": description, "content": {"application/json": content}}}
@@ -300,6 +314,7 @@ def openapi_document() -> dict:
                             prediction_example(),
                         ),
                         **_error_responses(400, 405, 408, 413, 415, 422, 500),
+                        "503": _busy_response(),
                     },
                 }
             },

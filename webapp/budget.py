@@ -1,0 +1,69 @@
+"""A per-worker budget for upload bytes being received: past it, a new upload is told to retry (503 busy).
+
+Uploads are held in memory (webapp.InMemoryRequest: a medical photo never touches the disk), so
+without a bound a worker's memory grows with its open connections: 100 gevent connections times the
+12 MB upload limit is 1.2 GB a worker, and 40 clients each sending 11 MB took the whole server from
+214 to 757 MB (review, 2026-11-25). Each request reserves its declared Content-Length (the upload
+limit when it declares none) before its body is read, and gives it back when its answer is done.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from flask import Flask, g, request
+
+# Seconds a client told "busy" is asked to wait: a few photos' time on two cores.
+RETRY_AFTER_S = 2
+BUSY_MESSAGE = "The server is receiving too many photos at once. Please try again in a few seconds."
+
+
+class UploadBudget:
+    """Bytes of request bodies one worker may hold at once; reserve before reading, release after."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()  # gevent needs none; the threaded worker of the benchmark does
+
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes of the budget if they fit (a lone upload always fits), else False."""
+        with self._lock:
+            if self.held and self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def release(self, size: int) -> None:
+        """Give back bytes taken by reserve()."""
+        with self._lock:
+            self.held -= size
+
+
+def init_app(app: Flask) -> None:
+    """Reserve each upload's bytes before its body is read; answer 503 busy when they do not fit."""
+    from webapp.errors import error_response
+
+    budget = UploadBudget(app.config["UPLOAD_BUDGET_MB"] * 1024 * 1024)
+    app.extensions["upload_budget"] = budget
+
+    @app.before_request
+    def reserve_upload():
+        if request.method != "POST":
+            return None
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        # Over the limit: Werkzeug's 413 answers it without holding the body.
+        size = min(request.content_length or limit, limit)
+        if not budget.reserve(size):
+            response, status = error_response(503, BUSY_MESSAGE, "busy")
+            response = app.make_response((response, status))
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        g.upload_reserved = size
+        return None
+
+    @app.teardown_request
+    def release_upload(_error):
+        size = g.pop("upload_reserved", 0)
+        if size:
+            budget.release(size)
