@@ -191,19 +191,27 @@ def gate_rows(figures: dict) -> list[dict]:
         if not figure:
             continue
         if "refused" in figure:
-            result = f"{figure['refused']} of {figure['images']}"
+            result = f"{figure['refused']:,} of {figure['images']:,}"
         else:
-            result = f"{figure['share']:.1%} ({figure['count']} of {figure['images']})"
+            result = f"{figure['share']:.1%} ({figure['count']:,} of {figure['images']:,})"
         goal = figures.get("goals", {}).get(name)
         rows.append(
             {
                 "figure": label,
                 "result": result,
-                "goal": goal["goal"] if goal else "",
+                "goal": _goal_words(goal["goal"], "refused" in figure) if goal else "",
                 "met": ("met" if goal["met"] else "NOT met") if goal else "",
             }
         )
     return rows
+
+
+def _goal_words(goal: str, is_count: bool) -> str:
+    """A goal such as ">= 0.95" in the units of its result: "at least 95%", or "none" for a count of 0."""
+    direction, value = goal.split()
+    if is_count:
+        return "none" if float(value) == 0 else f"{'at most' if direction == '<=' else 'at least'} {value}"
+    return f"{'at most' if direction == '<=' else 'at least'} {float(value):.0%}"
 
 
 def gate_text(gate: dict) -> str:

@@ -254,7 +254,7 @@ def test_about_page_shows_the_gate_figures(tiny_model_dir, tmp_path):
     html = (
         create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client().get("/about").get_data(True)
     )
-    assert 'id="gate"' in html and "95.0% (76 of 80)" in html and "&gt;= 0.9 met" in html
+    assert 'id="gate"' in html and "95.0% (76 of 80)" in html and "at least 90% met" in html
 
 
 # --- The gate's data rules ---------------------------------------------------------------------

@@ -281,7 +281,13 @@ def test_api_prediction_matches_openapi_schema(client):
 
 def test_openapi_describes_every_api_route_and_errors_match(client):
     spec = client.get("/api/v1/openapi.json").json
-    assert set(spec["paths"]) == {"/api/v1/predict", "/api/v1/model", "/healthz", "/readyz"}
+    assert set(spec["paths"]) == {
+        "/api/v1/predict",
+        "/api/v1/model",
+        "/api/v1/openapi.json",
+        "/healthz",
+        "/readyz",
+    }
     _validate(client.get("/api/v1/model").json, "ModelMetadata", spec)
     _validate(client.get("/readyz").json, "Status", spec)
     error = _post(client, b"nope", "x.txt")
@@ -798,6 +804,16 @@ def test_wrong_field_name_is_named(client):
     message = response.json["error"]["message"]
     assert response.status_code == 400 and response.json["error"]["code"] == "missing_image"
     assert "`image`" in message and "`photo`" in message
+
+
+def test_a_photo_sent_as_text_is_named_as_such(client):
+    """curl -F "image=<photo.jpg" (no filename) sends a text field: say so, not "no file"."""
+    response = client.post(
+        "/api/v1/predict", data={"image": "bytes of a photo"}, content_type="multipart/form-data"
+    )
+    message = response.json["error"]["message"]
+    assert response.status_code == 400 and response.json["error"]["code"] == "missing_image"
+    assert "arrived as text" in message and "-F image=@photo.jpg" in message
 
 
 def test_two_photos_in_one_request_are_refused_not_half_answered(client):

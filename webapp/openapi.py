@@ -287,8 +287,9 @@ def openapi_document() -> dict:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string", "enum": list(HEATMAP_VALUES)},
-                            "description": "Add the heat map as base64 PNG. Any other value is a 400 "
-                            "(code invalid_parameter).",
+                            "description": "Add the heat map as base64 PNG. Case and surrounding spaces "
+                            "are ignored, and an empty value means false; any other value is a 400 (code "
+                            "invalid_parameter).",
                             "example": "true",
                         }
                     ],
@@ -332,6 +333,20 @@ def openapi_document() -> dict:
                     },
                 }
             },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "getOpenApi",
+                    "responses": {
+                        **_json_ok(
+                            "The OpenAPI 3.1 document",
+                            {"$ref": "#/components/schemas/OpenApiDocument"},
+                            {"openapi": "3.1.0", "info": {"title": "...", "version": "..."}, "paths": {}},
+                        ),
+                        **_error_responses(405),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
@@ -360,6 +375,7 @@ def openapi_document() -> dict:
                 "Advice": _ADVICE,
                 "Error": _ERROR,
                 "Refusal": _REFUSAL,
+                "OpenApiDocument": {"type": "object", "required": ["openapi", "info", "paths"]},
                 "Status": {
                     "type": "object",
                     "properties": {"status": {"type": "string"}},

@@ -57,6 +57,12 @@ def uploaded_image(request: Request) -> FileStorage:
             f"Send the photo in the field `{IMAGE_FIELD}`.",
             code="missing_image",
         )
+    if upload is None and request.form.get(IMAGE_FIELD) is not None:
+        raise UploadError(
+            f"The field `{IMAGE_FIELD}` arrived as text, not as a file: send the photo as a file part "
+            f"with a filename (for example curl -F {IMAGE_FIELD}=@photo.jpg).",
+            code="missing_image",
+        )
     if upload is None or not upload.filename:
         raise UploadError(
             f"No file was uploaded in the field `{IMAGE_FIELD}`. Choose a photo of the skin lesion.",
