@@ -45,12 +45,14 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Before listening: the model must pass its checks, or the server exits with one line."""
+    """Before listening: the model and its gate must pass their checks, or the server exits with one line."""
     from webapp import configured_model_dir
     from webapp.classifier import EXIT_MODEL_INVALID, Classifier, ModelLoadError
+    from webapp.gate import Gate
 
     try:
-        Classifier.from_model_dir(configured_model_dir())
+        classifier = Classifier.from_model_dir(configured_model_dir())
+        Gate.from_metadata(configured_model_dir(), classifier.metadata)
     except ModelLoadError as exc:
         print(f"refusing to start: {exc}", file=sys.stderr, flush=True)
         # os._exit: no gunicorn shutdown path runs, so no traceback follows the line.

@@ -179,6 +179,7 @@ def many_uploads_peak_pss(
     body_head, body_tail = f"--b\r\n{head}".encode(), b"\r\n--b--\r\n"
     length = len(body_head) + size + len(body_tail)
     statuses: Counter = Counter()
+    counting = threading.Lock()  # the client threads share the Counter
     peak, done = server_pss_mb(master), threading.Event()
 
     def upload() -> None:
@@ -194,9 +195,11 @@ def many_uploads_peak_pss(
                     sock.sendall(chunk[: min(len(chunk), size - start)])
                     time.sleep(0.25)
                 sock.sendall(body_tail)
-                statuses[int(sock.recv(64).split(b" ")[1])] += 1
+                status = int(sock.recv(64).split(b" ")[1])
         except (OSError, IndexError, ValueError):
-            statuses[0] += 1  # cut off or refused before it had sent everything
+            status = 0  # cut off or refused before it had sent everything
+        with counting:
+            statuses[status] += 1
 
     def sample() -> None:
         nonlocal peak

@@ -130,9 +130,13 @@ def advise(
     )
 
 
-def explained_class(level: str, probabilities: dict[str, float]) -> str:
-    """The class the heat map shows: the most likely class of the groups the advice at `level` rests on."""
-    classes = [name for group in EXPLAINED_GROUPS[level] for name in config.RISK_GROUPS[group]]
+def explained_class(advice: Advice, probabilities: dict[str, float]) -> str:
+    """The class the heat map shows: the most likely class of the groups the advice rests on.
+
+    An unvalidated model's "have it checked" rests on no group (it has no threshold): its top class.
+    """
+    groups = EXPLAINED_GROUPS[advice.level] if advice.threshold is not None else tuple(config.RISK_GROUPS)
+    classes = [name for group in groups for name in config.RISK_GROUPS[group]]
     return max(classes, key=probabilities.__getitem__)
 
 
@@ -143,14 +147,20 @@ def sensitivity_sentence(metadata: dict) -> str:
     if sensitivity is None:
         return ""
     interval = test.get("intervals_95", {}).get("malignant_sensitivity")
-    spread = f", 95% interval {percent(interval[0])} to {percent(interval[1])}" if interval else ""
+    bounds = f"95% interval {percent(interval[0])} to {percent(interval[1])}" if interval else ""
     per_class = test.get("per_class", {})
     malignant = int(sum(per_class.get(name, {}).get("support", 0) for name in config.RISK_GROUPS[MALIGNANT]))
+    if not malignant:
+        share = percent(sensitivity) + (f" ({bounds})" if bounds else "")
+        return (
+            f"At this threshold the model sent {share} of the malignant lesions in its Test set to a "
+            "doctor, so it misses some."
+        )
     # The count says what the share is of: the malignant lesions, not every Test image.
-    lesions = f"{round(sensitivity * malignant)} of the {malignant}" if malignant else "the"
+    share = percent(sensitivity) + (f", {bounds}" if bounds else "")
     return (
-        f"At this threshold the model sent {lesions} malignant lesions in its Test set to a doctor "
-        f"({percent(sensitivity)}{spread}), so it misses some."
+        f"At this threshold the model sent {round(sensitivity * malignant)} of the {malignant} malignant "
+        f"lesions in its Test set to a doctor ({share}), so it misses some."
     )
 
 

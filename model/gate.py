@@ -480,11 +480,17 @@ def train_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_
 
 
 def refit_quality_thresholds(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WORK_DIR) -> dict:
-    """Refit the image-statistics thresholds on validation for the folder's gate; its network is unchanged."""
+    """Refit the image-statistics thresholds on validation for the folder's gate; its network is unchanged.
+
+    The held-out figures were measured with the old thresholds, so they are dropped (and the model
+    card says so) until `python -m model.gate evaluate` measures them again.
+    """
     metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
     section = metadata[config.GATE_METADATA_KEY]
     section["thresholds"]["quality"] = quality_thresholds(work_dir)
+    section["figures"] = {}
     _write_section(model_dir, section)
+    refresh_model_card(model_dir)
     return section["thresholds"]["quality"]
 
 
@@ -662,7 +668,7 @@ def refresh_model_card(model_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: train the gate into a model folder, or evaluate it there."""
+    """CLI entry point: train the gate, refit its thresholds, or measure it (held-out or validation)."""
     parser = argparse.ArgumentParser(prog="python -m model.gate", description=__doc__)
     parser.add_argument("stage", choices=("train", "thresholds", "evaluate", "all", "validate"))
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)

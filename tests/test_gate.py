@@ -346,6 +346,31 @@ def test_lesion_threshold_refuses_the_target_share_but_never_a_validation_melano
     assert not (probabilities[melanoma] < gate.lesion_threshold(probabilities, melanoma)).any()
 
 
+def test_thresholds_stage_refits_quality_only_and_drops_stale_figures(
+    tiny_model_dir, synthetic_prepared, tmp_path
+):
+    from model.gate import main
+    from model.quality import CHECKS
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    path = model_dir / config.METADATA_FILE
+    metadata = json.loads(path.read_text())
+    section = metadata[config.GATE_METADATA_KEY]
+    section["figures"] = {"smartphone_refused": {"images": 1, "count": 1, "share": 1.0}}
+    del section["thresholds"]["quality"]["colourless"]  # a folder from before the check
+    path.write_text(json.dumps(metadata))
+    gate_before = (model_dir / config.GATE_TFLITE_FILE).read_bytes()
+
+    assert main(["thresholds", "--model-dir", str(model_dir), "--work-dir", str(synthetic_prepared)]) == 0
+    refitted = json.loads(path.read_text())[config.GATE_METADATA_KEY]
+    assert set(CHECKS) <= set(refitted["thresholds"]["quality"])  # every check has its threshold
+    assert refitted["thresholds"]["quality"]["too_dark"] > 0  # fitted (the fixture's are open: -1)
+    assert refitted["figures"] == {}  # measured with the old thresholds: gone until re-measured
+    assert refitted["thresholds"]["lesion_probability"] == section["thresholds"]["lesion_probability"]
+    assert (model_dir / config.GATE_TFLITE_FILE).read_bytes() == gate_before  # the network is untouched
+
+
 def test_gate_section_is_spliced_into_an_existing_model_card(tiny_model_dir, tmp_path):
     from model import gate
 

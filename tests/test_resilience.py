@@ -404,6 +404,13 @@ def _damaged_copy(model_dir, tmp_path, damage: str):
         del metadata["sha256"], metadata["known_answer"]
     elif damage == "known_answer_edited":
         metadata["known_answer"]["probabilities"][0]["melanoma"] += 0.01
+    elif damage == "gate_threshold_missing":  # a folder from before a quality check was added
+        del metadata[config.GATE_METADATA_KEY]["thresholds"]["quality"]["colourless"]
+    elif damage == "gate_file_changed":
+        gate = target / config.GATE_TFLITE_FILE
+        content = bytearray(gate.read_bytes())
+        content[-100] ^= 0xFF
+        gate.write_bytes(bytes(content))
     path.write_text(json.dumps(metadata))
     return target
 
@@ -417,6 +424,8 @@ BROKEN_MODELS = [
     "no_integrity_fields",
     "known_answer_edited",
 ]
+# Damage to the image gate, which the server checks before listening too.
+BROKEN_GATES = ["gate_threshold_missing", "gate_file_changed"]
 
 
 def test_committed_metadata_proves_the_committed_model(committed_model_dir):
@@ -485,7 +494,7 @@ def test_a_changed_or_unrecorded_gate_file_is_refused_at_load(committed_model_di
 def test_every_broken_model_stops_gunicorn_with_one_line_and_exit_78(committed_model_dir, tmp_path):
     from webapp.classifier import EXIT_MODEL_INVALID
 
-    for damage in BROKEN_MODELS:
+    for damage in BROKEN_MODELS + BROKEN_GATES:
         result = gunicorn_start_failure(_damaged_copy(committed_model_dir, tmp_path / damage, damage))
         assert result.returncode == EXIT_MODEL_INVALID, (damage, result.stderr[-2000:])
         refusals = [line for line in result.stderr.splitlines() if line.startswith("refusing to start: ")]

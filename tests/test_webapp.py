@@ -219,6 +219,12 @@ def test_a_spent_upload_budget_answers_503_busy_and_is_given_back(app):
     assert "503" in spec["paths"]["/api/v1/predict"]["post"]["responses"]
     page = _post(client, VALID_UPLOADS["jpeg"](), api=False)
     assert page.status_code == 503 and "too many photos at once" in page.get_data(as_text=True)
+    # Routes that take no photo, and a body over the size limit, keep their own answers.
+    assert client.post("/nowhere", data=b"x").status_code == 404
+    assert client.post("/about", data=b"x").status_code == 405
+    oversize = b"x" * (app.config["MAX_CONTENT_LENGTH"] + 1)
+    multipart = "multipart/form-data; boundary=x"
+    assert client.post("/api/v1/predict", data=oversize, content_type=multipart).status_code == 413
     budget.held = 0
     for content in (VALID_UPLOADS["jpeg"](), b"not an image"):  # answered, or refused: either way
         assert _post(client, content).status_code in (200, 415)
@@ -617,48 +623,49 @@ def test_advice_explains_a_most_likely_class_that_seems_to_disagree(malignant, t
 
 
 @pytest.mark.parametrize(
-    ("level", "probabilities", "explained"),
+    ("threshold", "probabilities", "level", "explained"),
     [
-        ("see_doctor_soon", {"nevus": 0.6, "melanoma": 0.3, "basal cell carcinoma": 0.1}, "melanoma"),
-        ("have_it_checked", {"nevus": 0.7, "actinic keratosis": 0.2, "melanoma": 0.1}, "actinic keratosis"),
-        ("keep_watching", {"nevus": 0.9, "melanoma": 0.1}, "nevus"),
+        (0.3, {"nevus": 0.6, "melanoma": 0.3, "basal cell carcinoma": 0.1}, "see_doctor_soon", "melanoma"),
+        (
+            0.3,
+            {"nevus": 0.7, "actinic keratosis": 0.2, "melanoma": 0.1},
+            "have_it_checked",
+            "actinic keratosis",
+        ),
+        (0.3, {"nevus": 0.9, "melanoma": 0.1}, "keep_watching", "nevus"),
+        (None, {"nevus": 0.9, "melanoma": 0.01}, "have_it_checked", "nevus"),  # unvalidated: no group decided
     ],
 )
-def test_heat_map_explains_the_class_the_advice_is_about(level, probabilities, explained):
-    from model.advice import explained_class
+def test_heat_map_explains_the_class_the_advice_is_about(threshold, probabilities, level, explained):
+    from model.advice import advise, explained_class
 
-    assert explained_class(level, dict.fromkeys(config.CLASS_NAMES, 0.0) | probabilities) == explained
+    probabilities = dict.fromkeys(config.CLASS_NAMES, 0.0) | probabilities
+    risk = {group: sum(probabilities[c] for c in names) for group, names in config.RISK_GROUPS.items()}
+    operating_point = {} if threshold is None else {"malignant_threshold": threshold}
+    answer = advise(risk, {"metrics": {"operating_point": operating_point}})
+    assert answer.level == level and explained_class(answer, probabilities) == explained
 
 
-def test_a_flagged_answer_maps_a_malignant_class_on_page_and_api(tiny_model_dir, sample_jpeg):
-    import json
-
-    from model.preprocessing import to_model_input
-    from webapp import create_app
-    from webapp.classifier import Classifier
-
-    metadata = json.loads((tiny_model_dir / config.METADATA_FILE).read_text())
-    metadata["metrics"] = {"operating_point": {"malignant_threshold": 0.0}}  # every photo flagged
-    classifier = Classifier(tiny_model_dir / config.MODEL_TFLITE_FILE, metadata)
-    image = Image.open(sample_jpeg).convert("RGB")
-    prediction = classifier.predict(image)
-    assert prediction.heatmap_class in config.RISK_GROUPS["malignant"]
-    _, class_maps = classifier.predict_array(to_model_input(image, classifier.input_size))
-    assert np.allclose(
-        prediction.class_map, class_maps[:, :, config.CLASS_NAMES.index(prediction.heatmap_class)]
+def test_a_flagged_benign_top_class_maps_the_malignant_class_on_page_and_api(app, monkeypatch):
+    """Nevus on top, but the malignant group over the threshold: the map, page and API say melanoma."""
+    model = app.extensions["classifier"]
+    probabilities = np.array(
+        [0.6 if c == "nevus" else 0.4 if c == "melanoma" else 0.0 for c in model.class_names]
     )
-
-    app = create_app({"MODEL_DIR": str(tiny_model_dir)})
-    app.extensions["classifier"].metadata.setdefault("metrics", {})["operating_point"] = {
-        "malignant_threshold": 0.0
-    }
+    class_maps = np.random.default_rng(0).random((8, 8, len(model.class_names)), dtype=np.float32)
+    monkeypatch.setattr(model, "predict_array", lambda pixels: (probabilities, class_maps))
+    prediction = model.predict(Image.new("RGB", (64, 64), (150, 100, 80)))
+    assert (prediction.top_class, prediction.heatmap_class, prediction.advice.level) == (
+        "nevus",
+        "melanoma",
+        "see_doctor_soon",
+    )
+    assert np.array_equal(prediction.class_map, class_maps[:, :, model.class_names.index("melanoma")])
     client = app.test_client()
-    body = _post(client, sample_jpeg.read_bytes()).json
-    assert body["heatmap_class"] in config.RISK_GROUPS["malignant"]
-    page = " ".join(_post(client, sample_jpeg.read_bytes(), api=False).get_data(as_text=True).split())
-    assert f"heat map for {body['heatmap_class']} laid over it" in page
-    named = f"not {body['top_class']}, the most likely single class" in page
-    assert named == (body["top_class"] != body["heatmap_class"])
+    assert _post(client, VALID_UPLOADS["jpeg"]()).json["heatmap_class"] == "melanoma"
+    page = " ".join(_post(client, VALID_UPLOADS["jpeg"](), api=False).get_data(as_text=True).split())
+    assert "heat map for melanoma laid over it" in page
+    assert "It shows melanoma, the most likely class of the risk group the advice is about, not nevus" in page
 
 
 def test_page_and_api_give_the_same_answer_first(client):

@@ -2,9 +2,11 @@
 
 Uploads are held in memory (webapp.InMemoryRequest: a medical photo never touches the disk), so
 without a bound a worker's memory grows with its open connections: 100 gevent connections times the
-12 MB upload limit is 1.2 GB a worker, and 40 clients each sending 11 MB took the whole server from
-214 to 757 MB (review, 2026-11-25). Each request reserves its declared Content-Length (the upload
-limit when it declares none) before its body is read, and gives it back when its answer is done.
+12 MB upload limit is 1.2 GB a worker, and 40 clients each sending 11 MB took the whole server to
+633 MB (PSS). Each upload reserves its declared Content-Length (the upload limit when it declares
+none) before its body is read, and gives it back when its request ends. What it cannot tell: a client
+that declares a large body and sends it slowly holds its share until the request deadline cuts it
+(gunicorn's `timeout`, 25 s), so a few such clients can turn large uploads away for that long.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from flask import Flask, g, request
 # Seconds a client told "busy" is asked to wait: a few photos' time on two cores.
 RETRY_AFTER_S = 2
 BUSY_MESSAGE = "The server is receiving too many photos at once. Please try again in a few seconds."
+# The routes that take a photo (blueprint.function): the only ones that hold a body.
+UPLOAD_ENDPOINTS = ("api.predict", "site.predict", "site.result_fragment")
 
 
 class UploadBudget:
@@ -49,11 +53,13 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def reserve_upload():
-        if request.method != "POST":
-            return None
+        if request.endpoint not in UPLOAD_ENDPOINTS or request.method != "POST":
+            return None  # other routes read no body (a 404 or 405 keeps its own answer)
         limit = app.config["MAX_CONTENT_LENGTH"]
-        # Over the limit: Werkzeug's 413 answers it without holding the body.
-        size = min(request.content_length or limit, limit)
+        declared = request.content_length
+        size = limit if declared is None else declared  # a chunked body may be up to the limit
+        if size == 0 or size > limit:
+            return None  # nothing to hold, or Werkzeug's 413 answers it without holding the body
         if not budget.reserve(size):
             response, status = error_response(503, BUSY_MESSAGE, "busy")
             response = app.make_response((response, status))

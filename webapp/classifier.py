@@ -148,7 +148,7 @@ class Classifier:
             group: float(sum(by_class[c] for c in classes)) for group, classes in config.RISK_GROUPS.items()
         }
         advice = advise(risk, self.metadata, top_class=(self.class_names[top], float(probabilities[top])))
-        explained = explained_class(advice.level, by_class)
+        explained = explained_class(advice, by_class)
         return Prediction(
             probabilities=by_class,
             top_class=self.class_names[top],

@@ -27,7 +27,7 @@ CODES = {
 REFUSAL_TITLES = {
     "not_a_lesion": "This does not look like a photo of a skin lesion",
     "not_dermoscopic": "This is not a dermatoscope photo",
-    "poor_quality": "The photo is too unclear to judge",
+    "poor_quality": "The photo cannot be judged as it is",
 }
 EXTRA_CODES = {
     "missing_image": 400,

@@ -1,4 +1,4 @@
-"""Heat map: the top class's activation map drawn over the photo, as PNG bytes (Pillow + NumPy)."""
+"""Heat map: the activation map of the class the answer is about, drawn over the photo (Pillow + NumPy)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def hot_area_on_frame(photo: Image.Image, weights: np.ndarray) -> bool:
 
 
 def frame_caveats(image: Image.Image, class_map: np.ndarray) -> list[dict[str, str]]:
-    """[FRAME_CAVEAT] when the top class's map is hottest on the picture's frame, else []."""
+    """[FRAME_CAVEAT] when the class map (Prediction.class_map) is hottest on the picture's frame, else []."""
     small = display_copy(image, FRAME_CHECK_SIZE)
     return [FRAME_CAVEAT] if hot_area_on_frame(small, map_at(small.size, class_map)) else []
 

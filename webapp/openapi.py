@@ -111,8 +111,8 @@ _PREDICTION = {
             "enum": list(config.CLASS_NAMES),
             "description": "The class the heat map (and the heat_on_frame caveat) explains: the most likely "
             "class of the risk groups the advice rests on (malignant for see_doctor_soon, malignant or "
-            "pre-malignant for have_it_checked, any for keep_watching), so top_class unless the two "
-            "disagree.",
+            "pre-malignant for have_it_checked, any for keep_watching and for a model without a validated "
+            "operating point), so top_class unless the two disagree.",
         },
         "heatmap_png_base64": {
             "type": "string",
@@ -257,7 +257,7 @@ def prediction_example() -> dict:
         "malignant_flag": False,
         "advice": answer.as_dict(),
         "inference_ms": 2.1,
-        "heatmap_class": advice.explained_class(answer.level, probabilities),
+        "heatmap_class": advice.explained_class(answer, probabilities),
         "caveats": [],
         "disclaimer": advice.DISCLAIMER,
     }
@@ -287,9 +287,9 @@ def openapi_document() -> dict:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string", "enum": list(HEATMAP_VALUES)},
-                            "description": "Add the heat map as base64 PNG. Case and surrounding spaces "
-                            "are ignored, and an empty value means false; any other value is a 400 (code "
-                            "invalid_parameter).",
+                            "description": "Add the heat map as base64 PNG. Send one of the listed "
+                            "values; the server also ignores their case and surrounding spaces and reads an "
+                            "empty value as false. Any other value is a 400 (code invalid_parameter).",
                             "example": "true",
                         }
                     ],
