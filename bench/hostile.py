@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,31 +95,44 @@ def peak_rise_per_upload(base: str, worker: int, uploads: dict[str, bytes]) -> d
     return rises
 
 
-def concurrent_peak_pss(base: str, master: int, uploads: list[bytes], rounds: int = 2) -> float:
-    """Peak memory of the whole server (PSS, MB) while the uploads are POSTed all at once, `rounds` times."""
-    from bench.loopback import post_image, server_pss_mb
+@contextmanager
+def sampled_peak_pss(master: int, every_s: float = 0.02):
+    """Sample the whole server's memory (PSS, MB) in the background; yields a dict whose "mb" is the peak."""
+    from bench.loopback import server_pss_mb
 
-    peak, done = server_pss_mb(master), threading.Event()
+    peak, done = {"mb": server_pss_mb(master)}, threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, server_pss_mb(master))
-            time.sleep(0.02)
+            peak["mb"] = max(peak["mb"], server_pss_mb(master))
+            time.sleep(every_s)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        for _ in range(rounds):
-            posts = [threading.Thread(target=post_image, args=(base, data, "x.img")) for data in uploads]
-            for thread in posts:
-                thread.start()
-            for thread in posts:
-                thread.join()
+        yield peak
     finally:
         done.set()
         sampler.join()
-    return peak
+
+
+def _run_together(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def concurrent_peak_pss(base: str, master: int, uploads: list[bytes], rounds: int = 2) -> float:
+    """Peak memory of the whole server (PSS, MB) while the uploads are POSTed all at once, `rounds` times."""
+    from bench.loopback import post_image
+
+    with sampled_peak_pss(master) as peak:
+        for _ in range(rounds):
+            _run_together(
+                [threading.Thread(target=post_image, args=(base, data, "x.img")) for data in uploads]
+            )
+    return peak["mb"]
 
 
 @dataclass
@@ -170,8 +184,6 @@ def many_uploads_peak_pss(
 ) -> tuple[float, Counter]:
     """Peak server memory (PSS, MB) while `clients` bodies of `size` bytes arrive at once, a MB a
     quarter second each; with the status each client got (0: none)."""
-    from bench.loopback import server_pss_mb
-
     host, port = base.removeprefix("http://").split(":")
     head = (
         'Content-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
@@ -180,7 +192,6 @@ def many_uploads_peak_pss(
     length = len(body_head) + size + len(body_tail)
     statuses: Counter = Counter()
     counting = threading.Lock()  # the client threads share the Counter
-    peak, done = server_pss_mb(master), threading.Event()
 
     def upload() -> None:
         chunk = b"\xff" * 2**20
@@ -201,19 +212,6 @@ def many_uploads_peak_pss(
         with counting:
             statuses[status] += 1
 
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, server_pss_mb(master))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    uploads = [threading.Thread(target=upload) for _ in range(clients)]
-    for thread in uploads:
-        thread.start()
-    for thread in uploads:
-        thread.join()
-    done.set()
-    sampler.join()
-    return peak, statuses
+    with sampled_peak_pss(master, every_s=0.05) as peak:
+        _run_together([threading.Thread(target=upload) for _ in range(clients)])
+    return peak["mb"], statuses
