@@ -334,6 +334,28 @@ def test_many_large_uploads_at_once_keep_the_server_under_512_mb(committed_model
     assert after.errors == 0 and after.statuses[200] + after.statuses[422] == 20
 
 
+@pytest.mark.slow
+def test_a_busy_answer_reaches_a_client_still_sending_its_photo(committed_model_dir):
+    """The 503 comes after the body is read and discarded, so a plain HTTP client reads it (no reset)."""
+    import socket
+
+    from bench.loopback import post_image
+
+    with gunicorn_server(committed_model_dir, workers=1, extra_env={"SKIN_UPLOAD_BUDGET_MB": "1"}) as (
+        base,
+        _,
+    ):
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as holder:  # declares 5 MB, sends it slowly
+            holder.sendall(
+                b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            )
+            time.sleep(0.5)
+            status, body = post_image(base, b"\xff" * 11_000_000)
+    assert status == 503 and body["error"]["code"] == "busy"
+
+
 # --- Slow clients (issue 21) ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_slow_clients_do_not_starve_predictions_and_stalls_are_cut_off(committed_model_dir):

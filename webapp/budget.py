@@ -44,6 +44,17 @@ class UploadBudget:
             self.held -= size
 
 
+def discard_body(chunk: int = 64 * 1024) -> None:
+    """Read the request's body and keep none of it.
+
+    Answering before the body is read would close the connection on a client still sending, which
+    then sees a reset instead of the 503 (Python's urllib does); the read and idle deadlines of
+    webapp.worker bound how long this can take.
+    """
+    while request.stream.read(chunk):
+        pass
+
+
 def init_app(app: Flask) -> None:
     """Reserve each upload's bytes before its body is read; answer 503 busy when they do not fit."""
     from webapp.errors import error_response
@@ -61,6 +72,7 @@ def init_app(app: Flask) -> None:
         if size == 0 or size > limit:
             return None  # nothing to hold, or Werkzeug's 413 answers it without holding the body
         if not budget.reserve(size):
+            discard_body()
             response, status = error_response(503, BUSY_MESSAGE, "busy")
             response = app.make_response((response, status))
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
