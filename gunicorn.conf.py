@@ -51,8 +51,8 @@ def on_starting(server):
     from webapp.gate import Gate
 
     try:
-        classifier = Classifier.from_model_dir(configured_model_dir())
-        Gate.from_metadata(configured_model_dir(), classifier.metadata)
+        model_dir = configured_model_dir()
+        Gate.from_metadata(model_dir, Classifier.from_model_dir(model_dir).metadata)
     except ModelLoadError as exc:
         print(f"refusing to start: {exc}", file=sys.stderr, flush=True)
         # os._exit: no gunicorn shutdown path runs, so no traceback follows the line.

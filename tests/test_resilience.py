@@ -399,6 +399,13 @@ def test_a_trickling_upload_is_cut_off_at_the_request_deadline(committed_model_d
 
 
 # --- A model that proves itself at boot (issue 21) ------------------------------------------------
+def _flip_a_byte(path) -> None:
+    """Change one byte near the end of a model file: its hash no longer matches the recorded one."""
+    content = bytearray(path.read_bytes())
+    content[-100] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
 def _damaged_copy(model_dir, tmp_path, damage: str):
     import json
     import shutil
@@ -418,10 +425,7 @@ def _damaged_copy(model_dir, tmp_path, damage: str):
     elif damage == "wrong_input_size":
         metadata["input"]["size"] = [side + 32 for side in metadata["input"]["size"]]  # not the exported size
     elif damage == "model_file_changed":
-        tflite = target / config.MODEL_TFLITE_FILE
-        content = bytearray(tflite.read_bytes())
-        content[-100] ^= 0xFF
-        tflite.write_bytes(bytes(content))
+        _flip_a_byte(target / config.MODEL_TFLITE_FILE)
     elif damage == "no_integrity_fields":
         del metadata["sha256"], metadata["known_answer"]
     elif damage == "known_answer_edited":
@@ -429,10 +433,7 @@ def _damaged_copy(model_dir, tmp_path, damage: str):
     elif damage == "gate_threshold_missing":  # a folder from before a quality check was added
         del metadata[config.GATE_METADATA_KEY]["thresholds"]["quality"]["colourless"]
     elif damage == "gate_file_changed":
-        gate = target / config.GATE_TFLITE_FILE
-        content = bytearray(gate.read_bytes())
-        content[-100] ^= 0xFF
-        gate.write_bytes(bytes(content))
+        _flip_a_byte(target / config.GATE_TFLITE_FILE)
     path.write_text(json.dumps(metadata))
     return target
 
@@ -501,10 +502,7 @@ def test_a_changed_or_unrecorded_gate_file_is_refused_at_load(committed_model_di
     target = _damaged_copy(committed_model_dir, tmp_path, "none")
     metadata = json.loads((target / config.METADATA_FILE).read_text())
     assert Gate.from_metadata(target, metadata)  # the committed gate is the recorded one
-    gate_file = target / config.GATE_TFLITE_FILE
-    content = bytearray(gate_file.read_bytes())
-    content[-100] ^= 0xFF
-    gate_file.write_bytes(bytes(content))
+    _flip_a_byte(target / config.GATE_TFLITE_FILE)
     with pytest.raises(ModelLoadError, match="SHA-256"):
         Gate.from_metadata(target, metadata)
     del metadata["sha256"][config.GATE_TFLITE_FILE]
