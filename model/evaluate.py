@@ -26,7 +26,7 @@ from sklearn.metrics import (
 
 from model import config, data, plots
 from model.calibration import expected_calibration_error, reliability_table
-from model.preprocessing import load_image_files
+from model.preprocessing import load_image_files, scaled_saturation
 
 MALIGNANT = [config.CLASS_NAMES.index(c) for c in config.RISK_GROUPS["malignant"]]
 MELANOMA = config.CLASS_NAMES.index(config.MELANOMA)
@@ -43,6 +43,10 @@ BOOTSTRAP_ROUNDS = 2000
 # The frame probe pastes this share of the side, at every edge, from one image onto another.
 FRAME_PROBE_WIDTH = 0.1
 FRAME_PROBE_DONORS = {"archive": data.LATER_ARCHIVE_SOURCE, "control": data.HAM_SOURCE}
+# The colour probe scales every picture's saturation by these factors: cameras, dermatoscopes and
+# filters render colour more or less saturated, and the gate refuses only nearly colourless ones.
+COLOUR_PROBE_SATURATIONS = (1.0, 0.75, 0.5)
+COLOUR_PROBE_KEYS = ("malignant_sensitivity", "malignant_specificity", "melanoma_vs_rest_auc")
 
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
@@ -235,6 +239,24 @@ def _probe_scores(model, variants: dict, labels: np.ndarray) -> dict:
     return scores
 
 
+def colour_probe(model, images, labels, threshold: float, dx_level: bool = False, clean=None) -> dict:
+    """The malignant flag and melanoma AUC with every picture's colour saturation scaled down.
+
+    The model reads colour, and a faded photo (a filter, an old camera, another dermatoscope)
+    can move its answer toward benign; the operating point stays the one chosen on clean pictures.
+    clean: the model's probabilities for the unchanged images, when already predicted.
+    """
+    result = {}
+    for factor in COLOUR_PROBE_SATURATIONS:
+        if factor == 1.0 and clean is not None:
+            probabilities = clean
+        else:
+            probabilities = model.predict(scaled_saturation(images, factor), batch_size=64, verbose=0)
+        metrics = headline_metrics(probabilities, labels, threshold, dx_level)
+        result[f"{factor:g}"] = {key: metrics[key] for key in COLOUR_PROBE_KEYS}
+    return result
+
+
 def validation_frame_probe(model, work_dir: Path) -> dict | None:
     """`frame_probe` on the validation split (recipients and donors are all validation images)."""
     table = data.read_subset("val", work_dir)
@@ -330,11 +352,13 @@ def score_subset(model, subset: str, work_dir: Path, threshold: float | None = N
     table = data.read_subset(subset, work_dir)
     dx_level = subset == "ham_test"
     labels = dx_indices(table.dx) if dx_level else data.label_indices(table.label)
-    probabilities = predict_files(model, table.path)
+    images = load_image_files(table.path)
+    probabilities = model.predict(images, batch_size=64, verbose=0)
     if threshold is None:
         threshold = choose_threshold(probabilities, labels)
     sources = data.image_sources(table, work_dir).to_numpy()
     metrics = evaluate(probabilities, labels, threshold, sources=sources, dx_level=dx_level)
+    metrics["colour_probe"] = colour_probe(model, images, labels, threshold, dx_level, probabilities)
     return probabilities, labels, metrics, threshold
 
 
@@ -387,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(results_table(results))
+    print("\n".join(colour_probe_lines(results)))
     gate = json.loads((args.model_dir / config.METADATA_FILE).read_text()).get(config.GATE_METADATA_KEY)
     if gate:
         from model.gate import figure_lines
@@ -422,6 +447,16 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def colour_probe_lines(results: dict) -> list[str]:
+    """The colour probe of each scored subset, a line per saturation factor."""
+    lines = []
+    for subset, metrics in results.items():
+        for factor, row in (metrics or {}).get("colour_probe", {}).items():
+            figures = "  ".join(f"{key} {_fmt(row[key])}" for key in COLOUR_PROBE_KEYS)
+            lines.append(f"colour x{factor:<5} {subset:<9} {figures}")
+    return lines
+
+
 def _print_validation(model_dir: Path, work_dir: Path) -> int:
     from model.export import load_served_keras_model
 
@@ -443,6 +478,7 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
     for source, row in metrics["by_source"].items():
         recall = _fmt(row["melanoma_recall"])
         print(f"{source:<28} accuracy {_fmt(row['accuracy'])}  melanoma recall {recall}")
+    print("\n".join(colour_probe_lines({"val": metrics})))
     probe = validation_frame_probe(model, work_dir) or {}
     for pictures, rows in (("HAM10000", probe), ("archive", probe.get("archive_pictures", {}))):
         for name, row in rows.items():

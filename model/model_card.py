@@ -133,9 +133,8 @@ LIMITATIONS = (
     "small network and can let an odd picture through or, rarely, refuse a real dermoscopic image "
     '(its held-out figures are under "Image gate").',
     "The model reads colour. Black-and-white pictures are refused, but about three in ten photos with "
-    "colours faded to a quarter, and milder fading (a filter, a scan, an old camera), are answered, and "
-    "then lean to the benign answer: a review of the app counted 19 of isic9 Test's 48 malignant "
-    'lesions at half colour saturation answered "keep watching", against 6 in full colour.',
+    "colours faded to a quarter, and milder fading (a filter, a scan, an old camera), are answered "
+    '("Colour probe" under Results measures what fading does to the malignant flag).',
 )
 
 # The image gate's figures (model.gate), in the order shown, with plain names.
@@ -157,9 +156,25 @@ GATE_FIGURES = {
 }
 
 
-def limitation_lines() -> list[str]:
-    """The limitations as plain sentences (for the web app's About page)."""
-    return list(LIMITATIONS)
+def limitation_lines(metrics: dict | None = None) -> list[str]:
+    """The limitations as plain sentences, with what fading costs when the metrics measured it."""
+    faded = colour_probe_sentence(metrics or {})
+    return [*LIMITATIONS, *([faded] if faded else [])]
+
+
+def colour_probe_sentence(metrics: dict) -> str:
+    """How much of the malignant flag's sensitivity each test set keeps at half colour saturation."""
+    parts = []
+    for subset, name in config.TEST_SUBSETS.items():
+        probe = metrics.get(subset, {}).get("colour_probe")
+        if probe and probe.get("0.5", {}).get("malignant_sensitivity") is not None:
+            full, half = probe["1"]["malignant_sensitivity"], probe["0.5"]["malignant_sensitivity"]
+            parts.append(f"{full:.0%} in full colour and {half:.0%} at half saturation on the {name}")
+    if not parts:
+        return ""
+    return "What faded colour does to the warning: of the malignant lesions, the flag catches " + (
+        "; ".join(parts) + "."
+    )
 
 
 def meets_floor(metric: str, value: float | None, floor: float) -> bool:
@@ -272,7 +287,7 @@ def render(metadata: dict, audit_markdown: str) -> str:
         "## Results\n\n" + results_text(metrics, selection_run),
         "## What changed from the isic9-only model\n\n" + changes_text(metrics),
         "## What remains weak\n\n" + weaknesses_text(metrics),
-        "## Limitations\n\n" + "\n".join(f"- {line}" for line in LIMITATIONS),
+        "## Limitations\n\n" + "\n".join(f"- {line}" for line in limitation_lines(metadata.get("metrics"))),
         "## Training data\n\n" + data_text(metadata["data"], recorded_augmentor_floor(training)),
         "### Data audit\n\n" + _audit_text(audit_markdown),
         "## Model\n\n" + _model_text(metadata),
@@ -414,6 +429,9 @@ def results_text(metrics: dict, selection_run: dict | None = None) -> str:
     probe = _frame_probe_text(metrics.get("frame_probe"), names["val"])
     if probe:
         parts.append("### Frame probe\n\n" + probe)
+    colour = colour_probe_table(metrics, subsets, names)
+    if colour:
+        parts.append("### Colour probe\n\n" + colour)
     parts.append("### Plots\n\n" + _plots_text(subsets))
     return "\n\n".join(parts)
 
@@ -558,6 +576,28 @@ def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
         "source cue the border carries; a drop in both is fragility to the seam.\n\n"
         + "\n".join(rows)
         + _archive_probe_text(probe.get("archive_pictures"))
+    )
+
+
+def colour_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
+    """The malignant flag and melanoma AUC with the pictures' colour saturation scaled down."""
+    rows = [
+        "| subset | colour saturation | malignant sensitivity | malignant specificity | melanoma AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for subset in subsets:
+        for factor, row in metrics[subset].get("colour_probe", {}).items():
+            rows.append(
+                f"| {names[subset]} | x{factor} | {_fmt(row['malignant_sensitivity'])} | "
+                f"{_fmt(row['malignant_specificity'])} | {_fmt(row['melanoma_vs_rest_auc'])} |"
+            )
+    if len(rows) == 2:
+        return ""
+    return (
+        "Every picture's colour saturation scaled down (`model.evaluate.colour_probe`; x0.5 is a "
+        "faded photo, which the gate answers), the operating point unchanged. Cameras, dermatoscopes "
+        "and filters render colour differently, so what the flag loses here it can lose on other "
+        "clinics' pictures.\n\n" + "\n".join(rows)
     )
 
 

@@ -17,6 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model import config
 
+# ITU-R 601 luma: the grey of PIL's convert("L") and ImageEnhance.Color.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO")
 # Leading bytes of the formats we read: a file that starts like one but fails to open is corrupt,
 # not of the wrong type.
@@ -110,6 +113,12 @@ def to_model_input(image: Image.Image, size: tuple[int, int] = config.IMAGE_SIZE
         # became 180x180, so the model has only ever seen lesions with this distortion.
         image = image.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.float32)
+
+
+def scaled_saturation(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """Model inputs with their colour saturation scaled by factor (0: grey), as PIL's ImageEnhance.Color."""
+    grey = pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    return np.clip(grey[..., None] + factor * (pixels - grey[..., None]), 0, 255).astype(np.float32)
 
 
 def load_image_file(path: str | Path, size: tuple[int, int] = config.IMAGE_SIZE) -> np.ndarray:

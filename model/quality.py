@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageStat
 
+from model.preprocessing import LUMA_WEIGHTS
+
 # Statistics are taken on the whole frame squashed to this size, like the models' inputs: a fixed
 # scale makes the sharpness of a 180-pixel dermoscopy image and a 12-megapixel photo comparable.
 STATS_SIZE = (128, 128)
@@ -38,7 +40,7 @@ def image_statistics(image: Image.Image) -> dict[str, float]:
     """Short side, brightness, blown-out share, contrast, colourfulness and sharpness of an RGB image."""
     small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
     pixels = np.asarray(small, dtype=np.float32)
-    grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grey = pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
     # The discrete Laplacian responds to edges and fine texture, which blur removes first.
     laplacian = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
     return {

@@ -183,6 +183,48 @@ def test_photometric_jitter_stays_in_range_and_varies_per_image():
     np.testing.assert_array_equal(jittered, again)  # stateless: the seed decides
 
 
+def test_scaled_saturation_matches_pil_and_keeps_grey_grey():
+    from PIL import Image, ImageEnhance
+
+    from model.preprocessing import scaled_saturation
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    for factor in (0.0, 0.5, 1.0, 1.5):
+        pil = np.asarray(ImageEnhance.Color(Image.fromarray(pixels)).enhance(factor), dtype=np.float32)
+        ours = scaled_saturation(pixels.astype(np.float32), factor)
+        assert np.abs(ours - pil).max() <= 1.0  # PIL rounds to integers
+    grey = np.repeat(pixels[..., :1], 3, axis=-1).astype(np.float32)
+    np.testing.assert_allclose(scaled_saturation(grey, 0.5), grey, atol=1e-3)
+    faded = scaled_saturation(pixels.astype(np.float32), 0.0)
+    np.testing.assert_allclose(faded[..., 0], faded[..., 2], atol=1e-3)
+
+
+def test_colour_probe_reports_what_fading_does_to_the_flag():
+    from model.evaluate import MALIGNANT, MELANOMA, NEVUS, colour_probe
+
+    class RedMeansMelanoma:
+        """A stand-in model: the redder the picture (red minus green), the likelier melanoma."""
+
+        def predict(self, images, batch_size=64, verbose=0):
+            redness = np.clip((images[..., 0] - images[..., 1]).mean(axis=(1, 2)) / 100, 0, 1)
+            probabilities = np.zeros((len(images), len(config.CLASS_NAMES)))
+            probabilities[:, MELANOMA] = redness
+            probabilities[:, NEVUS] = 1 - redness
+            return probabilities
+
+    red, brown = [200, 60, 60], [120, 100, 90]
+    images = np.array([np.full((8, 8, 3), c, dtype=np.float32) for c in (red, red, brown, brown)])
+    labels = np.array(
+        [MELANOMA, MELANOMA, config.CLASS_NAMES.index("nevus"), config.CLASS_NAMES.index("nevus")]
+    )
+    probe = colour_probe(RedMeansMelanoma(), images, labels, threshold=0.8)
+    assert MELANOMA in MALIGNANT and set(probe) == {"1", "0.75", "0.5"}
+    assert probe["1"]["malignant_sensitivity"] == 1.0  # redness 1.4 -> 1: flagged
+    assert probe["0.5"]["malignant_sensitivity"] == 0.0  # redness 0.7: below 0.8, missed
+    assert probe["0.5"]["malignant_specificity"] == 1.0
+
+
 def test_fit_temperature_recovers_a_known_temperature():
     from model.calibration import expected_calibration_error, fit_temperature
 
@@ -350,6 +392,11 @@ def test_model_card_shows_both_test_sets_and_which_floors_are_met():
     assert "| train | 6307 | 1567 |" in card and "#### Sources" in card
     assert "| accuracy | 0.576 | 0.600 |" in card  # against the isic9-only model
     assert all(line in card for line in LIMITATIONS)
+    # What fading costs, measured: the colour probe's table and its sentence in the limitations.
+    assert "| isic9 official Test | x0.5 | 0.600 | 0.700 | 0.800 |" in card
+    assert (
+        "the flag catches 83% in full colour and 60% at half saturation on the isic9 official Test." in card
+    )
     for removed in ("MixStyle", "vignette", "CutMix", "moving average", "smoothing"):
         assert removed not in card
 

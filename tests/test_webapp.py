@@ -504,7 +504,7 @@ def test_about_page_renders_the_metrics_of_both_test_sets(tiny_model_dir, tmp_pa
 
     from markupsafe import escape
 
-    from model.model_card import LIMITATIONS
+    from model.model_card import limitation_lines
     from tests.metrics_examples import two_test_sets_metrics
     from webapp import create_app
 
@@ -519,7 +519,9 @@ def test_about_page_renders_the_metrics_of_both_test_sets(tiny_model_dir, tmp_pa
     assert "official Test" in html and "0.600" in html  # isic9 Test accuracy
     assert "HAM10000 held-out" in html and "0.700" in html and "0.900" in html  # its accuracy, mel-vs-nevus
     assert 'id="ham-test"' in html and "1,414 more HAM10000 images" in html  # plain words, with separators
-    assert all(str(escape(line)) in html for line in LIMITATIONS)
+    lines = limitation_lines(metadata["metrics"])
+    assert any("at half saturation" in line for line in lines)  # measured by the colour probe
+    assert all(str(escape(line)) in html for line in lines)
 
 
 # --- The one answer -------------------------------------------------------------------------------

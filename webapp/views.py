@@ -113,7 +113,7 @@ def about():
         test_sets=[(name, metrics[key]) for key, name in config.TEST_SUBSETS.items() if metrics.get(key)],
         risk_groups=config.RISK_GROUPS,
         plots=_available_plots(),
-        limitations=limitation_lines(),
+        limitations=limitation_lines(metrics),
         threshold=advice.operating_threshold(metadata),
         levels=[(level, advice.LEVELS[level]) for level in advice.LEVEL_ORDER],
         percent=advice.percent,
