@@ -2,19 +2,39 @@
 
 import os
 import sys
+from pathlib import Path
+
+
+def _refuse_to_start(reason: str) -> None:
+    from webapp.classifier import EXIT_MODEL_INVALID
+
+    print(f"refusing to start: {reason}", file=sys.stderr, flush=True)
+    # os._exit: no gunicorn shutdown path runs, so no traceback follows the line; 78 is EX_CONFIG
+    # (restarting will not help).
+    os._exit(EXIT_MODEL_INVALID)
+
+
+def _whole_number(name: str, default: int, minimum: int = 1) -> int:
+    # A typo in the environment stops the server with one line, not a traceback or a server that
+    # listens with no worker to answer (WEB_CONCURRENCY=0).
+    value = os.environ.get(name, str(default)).strip()
+    if not value.isdigit() or int(value) < minimum:
+        _refuse_to_start(f"{name} must be a whole number of at least {minimum}, not {value!r}")
+    return int(value)
+
 
 # Heroku and most container hosts say which port to listen on in $PORT.
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # One worker is ~70 MB resident (LiteRT + NumPy + Pillow + Flask; see docs/PERFORMANCE.md), so
 # two fit a 512 MB dyno with room for uploads being decoded (each bounded by MAX_DECODE_MB).
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _whole_number("WEB_CONCURRENCY", 2)
 # gevent: a connection costs a greenlet, not a thread, so slow or stalled clients cannot take every
 # request slot; webapp.worker adds read and request deadlines (docs/DEPLOYMENT.md says why not a
 # proxy). Decoding and inference run one at a time per worker, as on two cores they must anyway.
 worker_class = "webapp.worker.Worker"
 # Connections one worker holds at once. Uploads being received are held in memory, within the
 # worker's upload budget (webapp.budget); the deadlines below free the slots of clients that stall.
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "100"))
+worker_connections = _whole_number("GUNICORN_WORKER_CONNECTIONS", 100)
 # Heroku's router gives up after 30 s. No request may take longer than this: the worker cuts a
 # connection that is still sending its body (or not reading its answer) at this deadline.
 timeout = 25
@@ -26,7 +46,7 @@ graceful_timeout = 20
 keepalive = 5
 # Recycle workers now and then so that no slow leak can grow without bound (0 turns it off; the
 # benchmark does, to measure one worker's memory over 10,000 requests).
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests = _whole_number("GUNICORN_MAX_REQUESTS", 5000, minimum=0)
 max_requests_jitter = 500
 # Logs to stdout/stderr for the platform's log router. The access log records method, path,
 # status and timing only: never bodies, so never an uploaded photo.
@@ -46,14 +66,14 @@ control_socket_disable = True
 
 def on_starting(server):
     """Before listening: the model and its gate must pass their checks, or the server exits with one line."""
-    from webapp import configured_model_dir
-    from webapp.classifier import EXIT_MODEL_INVALID, Classifier, ModelLoadError
+    from webapp import SettingsError, check_settings, environment_settings
+    from webapp.classifier import Classifier, ModelLoadError
     from webapp.gate import Gate
 
     try:
-        model_dir = configured_model_dir()
+        settings = environment_settings()
+        check_settings(settings)
+        model_dir = Path(settings["MODEL_DIR"])
         Gate.from_metadata(model_dir, Classifier.from_model_dir(model_dir).metadata)
-    except ModelLoadError as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr, flush=True)
-        # os._exit: no gunicorn shutdown path runs, so no traceback follows the line.
-        os._exit(EXIT_MODEL_INVALID)
+    except (ModelLoadError, SettingsError) as exc:
+        _refuse_to_start(str(exc))

@@ -76,9 +76,12 @@ def gunicorn_server(
             stop(process)
 
 
-def gunicorn_start_failure(model_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def gunicorn_start_failure(
+    model_dir: Path, timeout: float = 60, extra_env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Start gunicorn on model_dir expecting it to refuse; the finished process, with its output."""
     env = {**os.environ, "PORT": "0", "MODEL_DIR": str(model_dir), "WEB_CONCURRENCY": "1"}
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0"],
         cwd=config.PROJECT_ROOT,

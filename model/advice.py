@@ -9,7 +9,8 @@ The rule (the same for the page and the API):
 3. otherwise "low concern, keep watching".
 
 A model whose metadata has no operating point was never validated, so it cannot say "low concern":
-every photo gets "have it checked". The probabilities are the model's calibrated ones. No model number
+every photo gets "have it checked". The probabilities are the model's, with the temperature fitted on
+validation (their calibration holds there, not on other clinics' pictures). No model number
 is written here: the threshold and the figures quoted in the reason come from the model's metadata.
 This module stays free of heavy imports: the serving image has no TensorFlow.
 """

@@ -78,6 +78,10 @@ HAM_DX_CODES: tuple[str, ...] = tuple(sorted(HAM_DX_TO_CLASSES))
 # confounder (model.evaluate reports figures per source).
 ISIC_ARCHIVE_EARLY_IDS_END = 1000
 
+# The served model's name and version (metadata.json, the API's answers).
+MODEL_NAME = "skin-lesion-cnn"
+MODEL_VERSION = "2.0.0"
+
 # --- Images --------------------------------------------------------------------------------------
 # The dataset ships 180x180 images (HAM10000 200x150); the network sees 128x128. 160x160 (runs Z1 to
 # H2, docs/EXPERIMENTS.md) made the served model, which averages 8 orientations, cost 26 ms per

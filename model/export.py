@@ -19,9 +19,6 @@ import tensorflow as tf
 
 from model import config, integrity, network
 
-MODEL_NAME = "skin-lesion-cnn"
-MODEL_VERSION = "2.0.0"
-
 
 def export_litert(model: keras.Model, path: Path) -> Path:
     """Convert the model (with its class-activation-map output) to a float32 LiteRT flatbuffer."""
@@ -39,8 +36,8 @@ def write_litert(model: keras.Model, path: Path) -> Path:
 def build_metadata(training: dict, data: dict) -> dict:
     """The metadata JSON saved beside the model; serving rebuilds its predictor from it."""
     return {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
+        "name": config.MODEL_NAME,
+        "version": config.MODEL_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "class_names": list(config.CLASS_NAMES),
         "risk_groups": {k: list(v) for k, v in config.RISK_GROUPS.items()},

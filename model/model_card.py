@@ -785,16 +785,15 @@ def _weighting_text(training: dict) -> str:
 
 def _calibration_text(training: dict) -> str:
     calibration = training.get("calibration")
-    if training.get("selection_run"):
-        run = training["selection_run"]["run"]
-        return f"Softmax temperature T={training['temperature']:.2f}, run {run}'s (fitted on validation)."
+    # A refit keeps its chosen run's temperature, fitted on that run's validation predictions.
+    fitted_by = f"run {training['selection_run']['run']}'s " if training.get("selection_run") else ""
     if not calibration:
-        return f"Softmax temperature {training['temperature']:.2f}, fitted on validation."
-    verdict = "applied" if calibration["applied"] else "not applied (it did not lower validation ECE)"
+        return f"Softmax temperature {training['temperature']:.2f}, {fitted_by}fitted on validation."
+    verdict = "applied" if calibration["applied"] else "not applied (it did not lower validation ECE), so T=1"
     return (
-        f"Temperature scaling fitted on validation: T={calibration['fitted_temperature']:.2f}, validation "
-        f"ECE {calibration['val_ece_before']:.3f} before, {calibration['val_ece_after']:.3f} after; "
-        f"{verdict}."
+        f"Temperature scaling, {fitted_by}fitted on validation: T={calibration['fitted_temperature']:.2f}, "
+        f"validation ECE {calibration['val_ece_before']:.3f} before, {calibration['val_ece_after']:.3f} "
+        f"after; {verdict}."
     )
 
 

@@ -20,6 +20,13 @@ from model import config
 # ITU-R 601 luma: the grey of PIL's convert("L") and ImageEnhance.Color.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+# HEIF (an iPhone's HEIC) and AVIF files: an ISO media box "ftyp" with one of these brands. Pillow
+# reads neither without plugins; the person is told how to get a JPEG instead.
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+HEIF_MESSAGE = (
+    "HEIC and AVIF photos (an iPhone's default format) cannot be read here. Please upload a JPEG or PNG: "
+    "on an iPhone, choose Settings > Camera > Formats > Most Compatible, or export the photo as JPEG."
+)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO")
 # Leading bytes of the formats we read: a file that starts like one but fails to open is corrupt,
 # not of the wrong type.
@@ -189,6 +196,8 @@ def _check_data_is_present(size: tuple[int, int], length: int) -> None:
 
 
 def _open(data: bytes) -> Image.Image:
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        raise UnsupportedImage(HEIF_MESSAGE)
     with warnings.catch_warnings():
         # Pillow warns (rather than raises) between 1x and 2x its own pixel limit; we decide below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -206,6 +215,8 @@ def _open(data: bytes) -> Image.Image:
             raise UnsupportedImage(
                 "The file is not an image we can read. Please upload a JPEG or PNG photo."
             ) from exc
+    if image.format in ("HEIF", "AVIF"):
+        raise UnsupportedImage(HEIF_MESSAGE)
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImage(f"Unsupported image format {image.format}. Please upload a JPEG or PNG photo.")
     return image

@@ -522,6 +522,34 @@ def test_every_broken_model_stops_gunicorn_with_one_line_and_exit_78(committed_m
         assert "Traceback" not in result.stderr and "Listening at" not in result.stderr
 
 
+BAD_SETTINGS = {
+    "WEB_CONCURRENCY": "0",  # gunicorn would listen with no worker to answer
+    "GUNICORN_WORKER_CONNECTIONS": "many",
+    "SKIN_INFERENCE_THREADS": "abc",
+    "SKIN_MAX_CONTENT_LENGTH": "-5",
+    "SKIN_UPLOAD_BUDGET_MB": "0",
+}
+
+
+@pytest.mark.parametrize("name", BAD_SETTINGS)
+def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(committed_model_dir, name):
+    from webapp.classifier import EXIT_MODEL_INVALID
+
+    result = gunicorn_start_failure(committed_model_dir, extra_env={name: BAD_SETTINGS[name]})
+    assert result.returncode == EXIT_MODEL_INVALID, result.stderr[-2000:]
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("refusing to start: ")]
+    assert len(refusals) == 1 and name in refusals[0], result.stderr
+    assert "Traceback" not in result.stderr and "Listening at" not in result.stderr
+
+
+def test_create_app_refuses_a_setting_that_is_not_a_positive_number(committed_model_dir):
+    from webapp import SettingsError, create_app
+
+    for name, value in (("INFERENCE_THREADS", "2"), ("UPLOAD_BUDGET_MB", -1), ("MAX_CONTENT_LENGTH", True)):
+        with pytest.raises(SettingsError, match=f"SKIN_{name}"):
+            create_app({"TESTING": True, "MODEL_DIR": str(committed_model_dir), name: value})
+
+
 # --- Graceful shutdown (issue 21) -------------------------------------------------------------------
 @pytest.mark.slow
 def test_sigterm_refuses_new_connections_finishes_requests_and_exits_in_time(committed_model_dir):

@@ -76,6 +76,8 @@ BAD_UPLOADS = {
     "corrupt_png": (None, "broken.png", 400, "truncated or corrupt"),
     "pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", "scan.pdf", 415, "not an image"),
     "ico": (None, "icon.ico", 415, "Unsupported image format"),
+    # An iPhone's HEIC (the ISO media header is enough: it is refused before decoding).
+    "heic": (b"\x00\x00\x00\x18ftypheic" + bytes(72), "IMG.HEIC", 415, "Most Compatible"),
     "bomb": (None, "bomb.png", 413, "too large"),
 }
 
@@ -381,8 +383,9 @@ def test_upload_over_size_limit_gets_413(tiny_model_dir):
     big = _encode(_lesion((1500, 1500)), "PNG")
     api = _post(client, big, "big.png")
     assert api.status_code == 413 and "too large" in api.json["error"]["message"]
+    assert "under 97 KB" in api.json["error"]["message"]  # 100,000 bytes, rounded down
     page = client.post("/", data={"image": (io.BytesIO(big), "big.png")}, headers={"Accept": "text/html"})
-    assert page.status_code == 413 and b"too large" in page.data
+    assert page.status_code == 413 and b"too large" in page.data and b"under 97 KB" in page.data
 
 
 def test_unexpected_error_is_a_clean_500(app, monkeypatch):
@@ -867,6 +870,8 @@ def test_ten_thousand_form_fields_get_the_right_message(client):
 
 
 def test_openapi_has_operation_ids_examples_and_every_error(client):
+    from webapp.gate import refusal
+
     spec = client.get("/api/v1/openapi.json").json
     operations = [op for path in spec["paths"].values() for op in path.values()]
     ids = [op["operationId"] for op in operations]
@@ -881,6 +886,12 @@ def test_openapi_has_operation_ids_examples_and_every_error(client):
             name = content["schema"]["$ref"].rsplit("/", 1)[1]
             _validate(content["example"], name, spec)
     assert spec["components"]["responses"]["NotFound"]
+    # The examples are the served model's name and the gate's real message, not stale copies.
+    served = client.get("/api/v1/model").json
+    example = predict["200"]["content"]["application/json"]["example"]
+    assert example["model"] == {"name": served["name"], "version": served["version"]}
+    refused = predict["422"]["content"]["application/json"]["example"]["error"]
+    assert refused["message"] == refusal(refused["code"]).message
 
 
 def test_about_page_reads_how_good_it_is_from_the_committed_metadata(tiny_model_dir, tmp_path):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from pathlib import Path
 
-from flask import Flask, Request
+from flask import Config, Flask, Request
 
 from model import config
 from webapp.classifier import Classifier
@@ -39,9 +38,33 @@ DEFAULTS = {
 }
 
 
-def configured_model_dir() -> Path:
-    """The model folder create_app() will serve, as the environment sets it (for start-up checks)."""
-    return Path(os.environ.get("SKIN_MODEL_DIR", DEFAULTS["MODEL_DIR"]))
+# Settings that must be positive numbers (SKIN_<name> in the environment), and the kind of each.
+POSITIVE_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "MAX_CONTENT_LENGTH": int,
+    "INFERENCE_THREADS": int,
+    "UPLOAD_BUDGET_MB": (int, float),
+}
+
+
+class SettingsError(ValueError):
+    """A SKIN_ setting has a value the server cannot run with."""
+
+
+def check_settings(settings) -> None:
+    """Raise SettingsError naming the first setting that is not a positive number of its kind."""
+    for name, kind in POSITIVE_SETTINGS.items():
+        value = settings.get(name)
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            whole = "whole " if kind is int else ""
+            raise SettingsError(f"SKIN_{name} must be a positive {whole}number, not {value!r}")
+
+
+def environment_settings() -> Config:
+    """DEFAULTS with the SKIN_ environment variables applied, as create_app() reads them."""
+    settings = Config(Path.cwd())
+    settings.from_mapping(DEFAULTS)
+    settings.from_prefixed_env("SKIN")
+    return settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -51,10 +74,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # "//" in a path is a 404, not a redirect: Werkzeug's redirect would be built from the request's
     # Host header, which the client chooses.
     app.url_map.merge_slashes = False
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_prefixed_env("SKIN")  # e.g. SKIN_MAX_CONTENT_LENGTH; MODEL_DIR comes via config
+    app.config.update(environment_settings())  # e.g. SKIN_MAX_CONTENT_LENGTH, SKIN_MODEL_DIR
     if test_config:
         app.config.update(test_config)
+    check_settings(app.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # Loaded once per worker; a missing or broken model raises here, so the worker never serves.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServerError
@@ -43,7 +44,7 @@ MESSAGES = {
     404: "There is no page at this address.",
     405: "This address does not accept that method.",
     408: "The upload stalled before it was complete. Please try again.",
-    413: "The file is too large. Please upload a photo under {limit} MB.",
+    413: "The file is too large. Please upload a photo under {limit}.",
     500: "Something went wrong on our side. Please try again.",
 }
 FORM_TOO_BIG = (
@@ -93,13 +94,20 @@ def error_response(status: int, message: str, code: str | None = None):
     return render_template("error.html", status=status, message=message), status
 
 
+def size_words(limit: int) -> str:
+    """An upload limit in bytes as a person reads it, rounded down so that "under" stays true."""
+    if limit >= 2**20:
+        return f"{math.floor(limit / 2**20 * 10) / 10:g} MB"
+    return f"{limit // 1024} KB" if limit >= 1024 else f"{limit} bytes"
+
+
 def init_app(app: Flask) -> None:
     """Register handlers for every HTTP error and for unexpected exceptions."""
 
     @app.errorhandler(HTTPException)
     def handle_http(error: HTTPException):
         status = error.code or 500
-        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        limit = size_words(app.config["MAX_CONTENT_LENGTH"])
         message = MESSAGES.get(status, error.description or "").format(limit=limit)
         code = None
         length = request.content_length

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from model import advice, config
+from webapp import DEFAULTS
 from webapp.budget import BUSY_MESSAGE
-from webapp.errors import CODES, EXTRA_CODES, REFUSAL_TITLES
+from webapp.errors import CODES, EXTRA_CODES, MESSAGES, REFUSAL_TITLES, size_words
+from webapp.gate import REASONS, refusal_message
 
 # Values of the `heatmap` parameter; webapp.api refuses any other with a 400.
 HEATMAP_TRUE = ("true", "1", "yes", "on")
@@ -158,12 +160,12 @@ ERROR_EXAMPLES = {
     404: ("not_found", "There is no page at this address."),
     405: ("method_not_allowed", "This address does not accept that method."),
     408: ("request_timeout", "The upload stalled before it was complete. Please try again."),
-    413: ("payload_too_large", "The file is too large. Please upload a photo under 12 MB."),
+    413: ("payload_too_large", MESSAGES[413].format(limit=size_words(DEFAULTS["MAX_CONTENT_LENGTH"]))),
     415: (
         "unsupported_media_type",
         "The file is not an image we can read. Please upload a JPEG or PNG photo.",
     ),
-    422: ("not_dermoscopic", "This looks like an ordinary photo, not one taken through a dermatoscope."),
+    422: (config.NOT_DERMOSCOPIC, refusal_message(REASONS[config.NOT_DERMOSCOPIC])),
     500: ("internal_error", "Something went wrong on our side. Please try again."),
     503: ("not_ready", "model output is not a distribution"),
 }
@@ -248,7 +250,7 @@ def prediction_example() -> dict:
     risk = {group: sum(probabilities[c] for c in classes) for group, classes in config.RISK_GROUPS.items()}
     answer = advice.advise(risk, {"metrics": {"operating_point": {"malignant_threshold": 0.3}}})
     return {
-        "model": {"name": "skin_cnn", "version": "1.0.0"},
+        "model": {"name": config.MODEL_NAME, "version": config.MODEL_VERSION},
         "top_class": "nevus",
         "probabilities": probabilities,
         "melanoma_probability": 0.2,
