@@ -26,7 +26,7 @@ from sklearn.metrics import (
 
 from model import config, data, plots
 from model.calibration import expected_calibration_error, reliability_table
-from model.preprocessing import load_image_files, scaled_saturation
+from model.preprocessing import load_image_files, scaled_saturation, to_model_input
 
 MALIGNANT = [config.CLASS_NAMES.index(c) for c in config.RISK_GROUPS["malignant"]]
 MELANOMA = config.CLASS_NAMES.index(config.MELANOMA)
@@ -257,6 +257,25 @@ def colour_probe(model, images, labels, threshold: float, dx_level: bool = False
     return result
 
 
+def field_of_view_probe(model, paths, labels, threshold: float, dx_level: bool = False) -> dict:
+    """The malignant flag and melanoma AUC with every picture seen through a round dermatoscope field.
+
+    A clip-on phone dermatoscope shows the lesion inside a round field with black around it, which
+    the gate answers (run G18); the operating point stays the one chosen on clean pictures.
+    """
+    from model.gate import FIELD_OF_VIEW_VERSIONS, as_upload, read_upload
+
+    originals = [read_upload(path) for path in paths]
+    result = {}
+    for name, version in FIELD_OF_VIEW_VERSIONS.items():
+        images = np.stack([to_model_input(as_upload(version(image))) for image in originals])
+        metrics = headline_metrics(
+            model.predict(images, batch_size=64, verbose=0), labels, threshold, dx_level
+        )
+        result[name] = {key: metrics[key] for key in COLOUR_PROBE_KEYS}
+    return result
+
+
 def validation_frame_probe(model, work_dir: Path) -> dict | None:
     """`frame_probe` on the validation split (recipients and donors are all validation images)."""
     table = data.read_subset("val", work_dir)
@@ -359,6 +378,7 @@ def score_subset(model, subset: str, work_dir: Path, threshold: float | None = N
     sources = data.image_sources(table, work_dir).to_numpy()
     metrics = evaluate(probabilities, labels, threshold, sources=sources, dx_level=dx_level)
     metrics["colour_probe"] = colour_probe(model, images, labels, threshold, dx_level, probabilities)
+    metrics["field_of_view_probe"] = field_of_view_probe(model, table.path, labels, threshold, dx_level)
     return probabilities, labels, metrics, threshold
 
 
@@ -411,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(results_table(results))
-    print("\n".join(colour_probe_lines(results)))
+    print("\n".join(probe_lines(results)))
     gate = json.loads((args.model_dir / config.METADATA_FILE).read_text()).get(config.GATE_METADATA_KEY)
     if gate:
         from model.gate import figure_lines
@@ -447,13 +467,17 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def colour_probe_lines(results: dict) -> list[str]:
-    """The colour probe of each scored subset, a line per saturation factor."""
+def probe_lines(results: dict) -> list[str]:
+    """The colour and field-of-view probes of each scored subset, a line per version of the pictures."""
     lines = []
     for subset, metrics in results.items():
-        for factor, row in (metrics or {}).get("colour_probe", {}).items():
+        versions = {
+            f"colour x{factor}": row for factor, row in (metrics or {}).get("colour_probe", {}).items()
+        }
+        versions |= (metrics or {}).get("field_of_view_probe", {})
+        for version, row in versions.items():
             figures = "  ".join(f"{key} {_fmt(row[key])}" for key in COLOUR_PROBE_KEYS)
-            lines.append(f"colour x{factor:<5} {subset:<9} {figures}")
+            lines.append(f"{version:<18} {subset:<9} {figures}")
     return lines
 
 
@@ -478,7 +502,7 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
     for source, row in metrics["by_source"].items():
         recall = _fmt(row["melanoma_recall"])
         print(f"{source:<28} accuracy {_fmt(row['accuracy'])}  melanoma recall {recall}")
-    print("\n".join(colour_probe_lines({"val": metrics})))
+    print("\n".join(probe_lines({"val": metrics})))
     probe = validation_frame_probe(model, work_dir) or {}
     for pictures, rows in (("HAM10000", probe), ("archive", probe.get("archive_pictures", {}))):
         for name, row in rows.items():

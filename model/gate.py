@@ -77,6 +77,12 @@ FADED_VERSIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "greyscale": lambda im: ImageOps.grayscale(im).convert("RGB"),
     "colour x0.25": lambda im: ImageEnhance.Color(im).enhance(0.25),
 }
+# Test images seen through a round dermatoscope field, black around it, as a clip-on phone
+# dermatoscope shows a lesion: pictures the gate must answer (run G18); reported beside the above.
+FIELD_OF_VIEW_VERSIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "field of view 1.0": lambda im: through_dermatoscope(im, 1.0),
+    "field of view 0.8": lambda im: through_dermatoscope(im, 0.8),
+}
 # Which quality check each damage is for (used to fit the thresholds).
 DAMAGE_OF_PROBLEM = {
     "too_dark": "brightness x0.1",
@@ -199,6 +205,19 @@ def damaged_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     small = image.resize(_fit(image.size, int(rng.integers(40, 90))))
     small.save(buffer, "JPEG", quality=int(rng.integers(1, 6)))
     return Image.open(buffer).convert("RGB").resize(image.size)
+
+
+def through_dermatoscope(image: Image.Image, scale: float) -> Image.Image:
+    """The image inside a centred round field of `scale` x its short side, near-black around it."""
+    width, height = image.size
+    radius = scale * min(width, height) / 2
+    field = Image.new("L", image.size, 0)
+    ImageDraw.Draw(field).ellipse(
+        (width / 2 - radius, height / 2 - radius, width / 2 + radius, height / 2 + radius), fill=255
+    )
+    # A soft rim, as a lens gives.
+    field = field.filter(ImageFilter.GaussianBlur(max(1.0, radius / 40)))
+    return Image.composite(image, Image.new("RGB", image.size, (6, 6, 6)), field)
 
 
 def _text(rng: np.random.Generator) -> Image.Image:
@@ -573,6 +592,7 @@ def held_out_figures(gate, work_dir: Path, part: str = "test") -> dict:
         figures["smartphone_not_dermoscopic"] = _share(smartphone, config.NOT_DERMOSCOPIC)
     unusable: dict[str, list] = {name: [] for name in UNUSABLE_VERSIONS}
     faded: dict[str, list] = {name: [] for name in FADED_VERSIONS}
+    framed: dict[str, list] = {name: [] for name in FIELD_OF_VIEW_VERSIONS}
     clean_codes = []
     for subset in dermoscopy_test_subsets(work_dir) if part == "test" else [part]:
         table = data.read_subset(subset, work_dir)
@@ -590,13 +610,19 @@ def held_out_figures(gate, work_dir: Path, part: str = "test") -> dict:
             "images": int(melanoma.sum()),
             "refused": int(sum(c is not None for c, m in zip(subset_codes, melanoma) if m)),
         }
-        for versions, codes in ((UNUSABLE_VERSIONS, unusable), (FADED_VERSIONS, faded)):
+        for versions, codes in (
+            (UNUSABLE_VERSIONS, unusable),
+            (FADED_VERSIONS, faded),
+            (FIELD_OF_VIEW_VERSIONS, framed),
+        ):
             for name, damage in versions.items():
                 codes[name] += [_code(gate, as_upload(damage(image))) for image in images]
     figures["unusable_caught"] = _share([c for codes_ in unusable.values() for c in codes_])
     figures["unusable_caught_by_version"] = {name: _share(c) for name, c in unusable.items()}
     figures["faded_caught"] = _share([c for codes_ in faded.values() for c in codes_])
     figures["faded_caught_by_version"] = {name: _share(c) for name, c in faded.items()}
+    figures["field_of_view_refused"] = _share([c for codes_ in framed.values() for c in codes_])
+    figures["field_of_view_refused_by_version"] = {name: _share(c) for name, c in framed.items()}
     figures["clean_flagged_poor_quality"] = _share(clean_codes, config.POOR_QUALITY)
     figures["goals"] = {name: _goal(name, figures) for name in GOALS if name in figures}
     return figures

@@ -152,6 +152,8 @@ GATE_FIGURES = {
     "(blur 8, brightness x0.1 / x4, 48 px, flat) caught",
     "faded_caught": "black-and-white and faded (colour x0.25) versions of Test images caught "
     "(beyond issue 19's list)",
+    "field_of_view_refused": "Test images seen through a round dermatoscope field (black around a "
+    "circle of the short side, or of 0.8 of it) refused (beyond issue 19's list; lesions it should answer)",
     "clean_flagged_poor_quality": "clean Test images flagged poor_quality",
 }
 
@@ -432,6 +434,9 @@ def results_text(metrics: dict, selection_run: dict | None = None) -> str:
     colour = colour_probe_table(metrics, subsets, names)
     if colour:
         parts.append("### Colour probe\n\n" + colour)
+    field = field_of_view_probe_table(metrics, subsets, names)
+    if field:
+        parts.append("### Dermatoscope field probe\n\n" + field)
     parts.append("### Plots\n\n" + _plots_text(subsets))
     return "\n\n".join(parts)
 
@@ -581,24 +586,42 @@ def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
 
 def colour_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
     """The malignant flag and melanoma AUC with the pictures' colour saturation scaled down."""
-    rows = [
-        "| subset | colour saturation | malignant sensitivity | malignant specificity | melanoma AUC |",
-        "|---|---|---|---|---|",
-    ]
-    for subset in subsets:
-        for factor, row in metrics[subset].get("colour_probe", {}).items():
-            rows.append(
-                f"| {names[subset]} | x{factor} | {_fmt(row['malignant_sensitivity'])} | "
-                f"{_fmt(row['malignant_specificity'])} | {_fmt(row['melanoma_vs_rest_auc'])} |"
-            )
-    if len(rows) == 2:
+    rows = _probe_rows(metrics, subsets, names, "colour_probe", "x{}")
+    if not rows:
         return ""
     return (
         "Every picture's colour saturation scaled down (`model.evaluate.colour_probe`; x0.5 is a "
         "faded photo, which the gate answers), the operating point unchanged. Cameras, dermatoscopes "
         "and filters render colour differently, so what the flag loses here it can lose on other "
-        "clinics' pictures.\n\n" + "\n".join(rows)
+        "clinics' pictures.\n\n" + _probe_table("colour saturation", rows)
     )
+
+
+def field_of_view_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
+    """The malignant flag and melanoma AUC with the pictures seen through a round dermatoscope field."""
+    rows = _probe_rows(metrics, subsets, names, "field_of_view_probe", "{}")
+    if not rows:
+        return ""
+    return (
+        "Every picture inside a round field of the short side (1.0) or of 0.8 of it, near-black "
+        "around it, as a clip-on phone dermatoscope shows a lesion (`model.evaluate.field_of_view_probe`; "
+        "the gate answers such pictures), the operating point unchanged. Few training pictures show "
+        "such a field (about 0.5%; run G18 in docs/EXPERIMENTS.md).\n\n" + _probe_table("pictures", rows)
+    )
+
+
+def _probe_rows(metrics: dict, subsets: list[str], names: dict, key: str, label: str) -> list[str]:
+    return [
+        f"| {names[subset]} | {label.format(version)} | {_fmt(row['malignant_sensitivity'])} | "
+        f"{_fmt(row['malignant_specificity'])} | {_fmt(row['melanoma_vs_rest_auc'])} |"
+        for subset in subsets
+        for version, row in metrics[subset].get(key, {}).items()
+    ]
+
+
+def _probe_table(column: str, rows: list[str]) -> str:
+    header = f"| subset | {column} | malignant sensitivity | malignant specificity | melanoma AUC |"
+    return "\n".join([header, "|---|---|---|---|---|", *rows])
 
 
 def _archive_probe_text(archive: dict | None) -> str:

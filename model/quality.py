@@ -1,6 +1,10 @@
 """Cheap image statistics that say a picture is unusable: too small, too dark, overexposed, flat, colourless,
 blurred.
 
+They describe the dermatoscope's field of view: a photo taken through one (a clip-on phone
+attachment, many ISIC Archive pictures) shows the lesion inside a round field with black around it,
+and that black must not make the picture "too dark" (run G18 in docs/EXPERIMENTS.md).
+
 Pillow and NumPy only (the serving image has no TensorFlow). The statistics are measured on the
 decoded upload; `model.gate` fits the thresholds on clean validation images (so that almost none of
 them is flagged) and stores them in the gate's metadata, which serving reads. Pictures decoded from
@@ -22,6 +26,16 @@ STATS_SIZE = (128, 128)
 MIN_SIDE = 64
 # A pixel at or above this grey level is blown out.
 SATURATED_LEVEL = 250
+# Below this grey level, pixels reaching in from the frame's edges are the black around a field of view.
+FRAME_LEVEL = 32
+# A surround of at least this share of the frame, in all four corners, is a dermatoscope's: the gate
+# network is shown the inside of the field (`inside_field_of_view`).
+MIN_SURROUND_SHARE = 0.1
+# The surround is grown by this many pixels of STATS_SIZE to cover the soft rim a lens gives.
+RIM_PIXELS = 2
+# A field of view under this share of the frame is no field at all: a dark photo is dark everywhere,
+# and its statistics are then taken over the whole frame.
+MIN_FIELD_SHARE = 0.15
 
 # The problems in the order they are checked, each with the statistic that reveals it and whether a
 # low or a high value is bad. "too_small" compares the short side with MIN_SIDE.
@@ -37,26 +51,87 @@ PROBLEMS: tuple[str, ...] = ("too_small", *CHECKS)
 
 
 def image_statistics(image: Image.Image) -> dict[str, float]:
-    """Short side, brightness, blown-out share, contrast, colourfulness and sharpness of an RGB image."""
+    """Short side, brightness, blown-out share, contrast, colourfulness and sharpness of the field of view."""
     small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
     pixels = np.asarray(small, dtype=np.float32)
     grey = pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-    # The discrete Laplacian responds to edges and fine texture, which blur removes first.
+    field = field_of_view(grey)
+    whole = bool(field.all())  # most photos: then no masking, which costs as much as the rest
+    inside, grey_inside = (pixels, grey) if whole else (pixels[field], grey[field])
+    # The discrete Laplacian responds to edges and fine texture, which blur removes first. Only where
+    # it sees no frame pixel: the field's sharp rim is not the lesion's sharpness.
     laplacian = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    if not whole:
+        laplacian = laplacian[
+            field[1:-1, 1:-1] & field[:-2, 1:-1] & field[2:, 1:-1] & field[1:-1, :-2] & field[1:-1, 2:]
+        ]
+    mask = None if whole else Image.fromarray(field.astype(np.uint8) * 255)
     return {
         "short_side": float(min(image.size)),
-        "brightness": float(grey.mean()),
-        "saturated_share": float((grey >= SATURATED_LEVEL).mean()),
+        "brightness": float(grey_inside.mean()),
+        "saturated_share": float((grey_inside >= SATURATED_LEVEL).mean()),
         # The most varying colour channel: a lesion on skin may differ mostly in one channel.
         # (Pillow's histogram-based statistics: four times faster than NumPy's std here.)
-        "contrast": float(max(ImageStat.Stat(small).stddev)),
-        "colourfulness": colourfulness(pixels),
-        "sharpness": float(laplacian.std()),
+        "contrast": float(max(ImageStat.Stat(small, mask).stddev)),
+        "colourfulness": colourfulness(inside),
+        "sharpness": float(laplacian.std()) if laplacian.size else 0.0,
     }
 
 
+def inside_field_of_view(image: Image.Image) -> Image.Image:
+    """A dermatoscope's round field cropped to its bounding box, the dark corners filled with its colour.
+
+    The image as it is when it has no surround: a frame that does not fill all four corners (a dark
+    lesion or hair at one edge) is none. The lesion keeps the field's scale (run G18).
+    """
+    small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
+    pixels = np.asarray(small, dtype=np.float32)
+    frame = ~field_of_view(pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32))
+    if (
+        not (frame[0, 0] and frame[0, -1] and frame[-1, 0] and frame[-1, -1])
+        or frame.mean() < MIN_SURROUND_SHARE
+    ):
+        return image
+    rows, columns = np.flatnonzero(~frame.all(axis=1)), np.flatnonzero(~frame.all(axis=0))
+    colour = tuple(int(v) for v in pixels[~frame].mean(axis=0))
+    surround = _grown(frame, RIM_PIXELS)[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    scale = np.array(image.size * 2) / np.array(STATS_SIZE * 2)
+    box = np.array([columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]) * scale
+    field = image.crop(tuple(int(round(v)) for v in box))
+    mask = Image.fromarray(surround.astype(np.uint8) * 255).resize(field.size, Image.Resampling.NEAREST)
+    return Image.composite(Image.new("RGB", field.size, colour), field, mask)
+
+
+def _grown(mask: np.ndarray, steps: int) -> np.ndarray:
+    """The mask grown by `steps` pixels (4-neighbour dilation)."""
+    grown = mask.copy()
+    for _ in range(steps):
+        grown[1:] |= grown[:-1].copy()
+        grown[:-1] |= grown[1:].copy()
+        grown[:, 1:] |= grown[:, :-1].copy()
+        grown[:, :-1] |= grown[:, 1:].copy()
+    return grown
+
+
+def field_of_view(grey: np.ndarray) -> np.ndarray:
+    """Mask of the pixels inside a dermatoscope's field: not in a dark run reaching in from a frame edge.
+
+    Outside a convex field every row and column is dark from the edge to the field, so runs along
+    rows and columns find it without a flood fill. Under MIN_FIELD_SHARE, the whole frame.
+    """
+    dark = grey < FRAME_LEVEL
+    if not (dark[0].any() or dark[-1].any() or dark[:, 0].any() or dark[:, -1].any()):
+        return np.ones_like(dark)  # nothing dark at the edges (most photos)
+    frame = np.zeros_like(dark)
+    for axis in (0, 1):
+        frame |= np.logical_and.accumulate(dark, axis=axis)
+        frame |= np.flip(np.logical_and.accumulate(np.flip(dark, axis), axis=axis), axis)
+    field = ~frame
+    return field if field.mean() >= MIN_FIELD_SHARE else np.ones_like(field)
+
+
 def colourfulness(pixels: np.ndarray) -> float:
-    """Hasler and Suesstrunk's colourfulness of (H, W, 3) RGB values: 0 for grey, about 33 for dermoscopy.
+    """Hasler and Suesstrunk's colourfulness of (..., 3) RGB values: 0 for grey, about 33 for dermoscopy.
 
     The spread and the mean of the red-green and yellow-blue opponent channels; skin's reddish mean
     counts too, so a pale lesion on skin still scores well above a black-and-white picture.

@@ -56,6 +56,54 @@ def test_each_unusable_picture_is_named_by_its_problem(problem):
     assert quality_problem(image_statistics(UNUSABLE[problem]()), REALISTIC_QUALITY) == problem
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.8, 0.6])
+def test_a_lesion_seen_through_a_round_dermatoscope_passes_the_quality_checks(scale):
+    """The black around a dermatoscope's field is not the picture's darkness (run G18)."""
+    from model.gate import through_dermatoscope
+
+    framed = through_dermatoscope(_skin_lesion((200, 150)), scale)
+    assert quality_problem(image_statistics(framed), REALISTIC_QUALITY) is None
+
+
+def test_the_field_of_view_is_the_round_field_without_the_black_around_it():
+    from model.gate import through_dermatoscope
+    from model.preprocessing import LUMA_WEIGHTS
+    from model.quality import STATS_SIZE, field_of_view
+
+    framed = through_dermatoscope(_skin_lesion((200, 150)), 0.8).resize(STATS_SIZE)
+    field = field_of_view(np.asarray(framed, np.float32) @ np.asarray(LUMA_WEIGHTS, np.float32))
+    # An ellipse once squashed to the square: 0.8 of the short side across, 0.8 x 150 / 200 wide.
+    assert field.mean() == pytest.approx(np.pi / 4 * 0.8 * 0.8 * 150 / 200, abs=0.03)
+    assert field[64, 64] and not field[0, 0] and not field[64, 0]
+
+
+def test_the_gate_network_sees_the_field_at_its_scale_with_the_dark_corners_filled():
+    from model.gate import through_dermatoscope
+    from model.quality import inside_field_of_view
+
+    inside = inside_field_of_view(through_dermatoscope(_skin_lesion((200, 150)), 0.8))
+    assert abs(inside.width - 120) <= 4 and abs(inside.height - 120) <= 4  # the field: 0.8 x 150
+    grey = np.asarray(inside.convert("L"), dtype=float)
+    assert (grey < 60).mean() < 0.01  # no black surround left, the lesion (grey about 80) kept
+
+
+def test_a_picture_without_a_surround_goes_to_the_gate_network_as_it_is():
+    from model.quality import inside_field_of_view
+
+    lesion = _skin_lesion((200, 150))
+    assert inside_field_of_view(lesion) is lesion
+    dark_left_edge = np.asarray(lesion).copy()
+    dark_left_edge[:, :30] = 5  # dark at one edge, as a dark lesion or hair: not a dermatoscope's field
+    assert inside_field_of_view(Image.fromarray(dark_left_edge)).size == lesion.size
+
+
+def test_a_dark_photo_inside_a_round_field_is_still_too_dark():
+    from model.gate import through_dermatoscope
+
+    framed = through_dermatoscope(UNUSABLE["too_dark"](), 0.8)
+    assert quality_problem(image_statistics(framed), REALISTIC_QUALITY) == "too_dark"
+
+
 def test_fitted_thresholds_sit_halfway_between_clean_tail_and_damaged_middle():
     clean = [
         {"brightness": b, "saturated_share": 0.0, "contrast": 30.0, "colourfulness": 30.0, "sharpness": 6.0}
@@ -121,6 +169,16 @@ def test_gate_refuses_below_the_lesion_threshold_with_the_likeliest_other_class(
     tiny_model_dir, probabilities, verdict
 ):
     assert _gate(tiny_model_dir).decide(np.array(probabilities)) == verdict
+
+
+def test_gate_network_is_shown_the_inside_of_a_dermatoscope_field(tiny_model_dir, monkeypatch):
+    from model.gate import through_dermatoscope
+
+    gate = _gate(tiny_model_dir, lesion_threshold=0.0)
+    shown = []
+    monkeypatch.setattr(gate, "probabilities", lambda image: shown.append(image.size) or np.ones(4) / 4)
+    assert gate.check(through_dermatoscope(_skin_lesion((200, 150)), 0.8)) is None
+    assert shown and max(shown[0]) < 130
 
 
 def test_gate_checks_quality_before_the_network(tiny_model_dir):

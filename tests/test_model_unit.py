@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from model import config
 
@@ -184,7 +185,7 @@ def test_photometric_jitter_stays_in_range_and_varies_per_image():
 
 
 def test_scaled_saturation_matches_pil_and_keeps_grey_grey():
-    from PIL import Image, ImageEnhance
+    from PIL import ImageEnhance
 
     from model.preprocessing import scaled_saturation
 
@@ -223,6 +224,32 @@ def test_colour_probe_reports_what_fading_does_to_the_flag():
     assert probe["1"]["malignant_sensitivity"] == 1.0  # redness 1.4 -> 1: flagged
     assert probe["0.5"]["malignant_sensitivity"] == 0.0  # redness 0.7: below 0.8, missed
     assert probe["0.5"]["malignant_specificity"] == 1.0
+
+
+def test_field_of_view_probe_reports_what_a_dermatoscope_field_does_to_the_flag(tmp_path):
+    from model.evaluate import MELANOMA, NEVUS, field_of_view_probe
+    from model.gate import FIELD_OF_VIEW_VERSIONS
+
+    class DarkMeansMelanoma:
+        """A stand-in model: a picture darker than 120 on average is a melanoma."""
+
+        def predict(self, images, batch_size=64, verbose=0):
+            dark = (images.mean(axis=(1, 2, 3)) < 120).astype(float)
+            probabilities = np.zeros((len(images), len(config.CLASS_NAMES)))
+            probabilities[:, MELANOMA], probabilities[:, NEVUS] = dark, 1 - dark
+            return probabilities
+
+    paths = []
+    for i, grey in enumerate((60, 60, 200, 200)):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (180, 180), (grey, grey, grey)).save(paths[-1])
+    labels = np.array([MELANOMA, MELANOMA, NEVUS, NEVUS])
+    probe = field_of_view_probe(DarkMeansMelanoma(), paths, labels, threshold=0.5)
+    assert set(probe) == set(FIELD_OF_VIEW_VERSIONS)
+    # Black around a bright nevus: 79% of the frame left (mean about 158), then 50% (about 103).
+    assert probe["field of view 1.0"]["malignant_specificity"] == 1.0
+    assert probe["field of view 0.8"]["malignant_specificity"] == 0.0
+    assert probe["field of view 0.8"]["malignant_sensitivity"] == 1.0
 
 
 def test_fit_temperature_recovers_a_known_temperature():

@@ -18,7 +18,7 @@ from PIL import Image
 
 from model import config
 from model.preprocessing import to_model_input
-from model.quality import CHECKS, MIN_SIDE, image_statistics, quality_problem
+from model.quality import CHECKS, MIN_SIDE, image_statistics, inside_field_of_view, quality_problem
 from webapp.classifier import ModelLoadError, check_hash, open_interpreter
 
 # Every refusal ends with this: a refusal must never read as an all-clear for the lesion.
@@ -119,7 +119,9 @@ class Gate:
             width, height = image.size
             min_side = int(self.quality_thresholds.get("min_side", MIN_SIDE))
             return refusal(problem, width=width, height=height, min_side=min_side)
-        verdict = self.decide(self.probabilities(image))
+        # Through a dermatoscope the lesion sits in a round field with black around it: the network is
+        # shown the inside of the field, the look it was trained on (run G18).
+        verdict = self.decide(self.probabilities(inside_field_of_view(image)))
         return refusal(verdict) if verdict else None
 
     def probabilities(self, image: Image.Image) -> np.ndarray:
