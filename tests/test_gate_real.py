@@ -51,12 +51,6 @@ def test_ham10000_held_out_test_images_are_rarely_refused(figures):
     assert figures["dermoscopy_refused_ham_test"]["share"] <= 0.02
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="committed gate (g10): 1 of 118 isic9 Test images refused (0.008, goal 0.02), but it is one of "
-    "the 16 melanomas (ISIC_0000004, an early ISIC Archive picture with a strong blue-white cast, called "
-    "not_a_lesion). Known miss of issue 19.",
-)
 def test_isic9_test_images_are_rarely_refused_and_no_melanoma_is(figures):
     assert figures["dermoscopy_refused_test"]["images"] == 118
     assert figures["melanomas_refused_test"]["images"] == 16
