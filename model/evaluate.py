@@ -46,7 +46,7 @@ FRAME_PROBE_DONORS = {"archive": data.LATER_ARCHIVE_SOURCE, "control": data.HAM_
 # The colour probe scales every picture's saturation by these factors: cameras, dermatoscopes and
 # filters render colour more or less saturated, and the gate refuses only nearly colourless ones.
 COLOUR_PROBE_SATURATIONS = (1.0, 0.75, 0.5)
-COLOUR_PROBE_KEYS = ("malignant_sensitivity", "malignant_specificity", "melanoma_vs_rest_auc")
+PROBE_KEYS = ("malignant_sensitivity", "malignant_specificity", "melanoma_vs_rest_auc")
 
 
 def predict_files(model, paths, batch_size: int = 64) -> np.ndarray:
@@ -253,7 +253,7 @@ def colour_probe(model, images, labels, threshold: float, dx_level: bool = False
         else:
             probabilities = model.predict(scaled_saturation(images, factor), batch_size=64, verbose=0)
         metrics = headline_metrics(probabilities, labels, threshold, dx_level)
-        result[f"{factor:g}"] = {key: metrics[key] for key in COLOUR_PROBE_KEYS}
+        result[f"{factor:g}"] = {key: metrics[key] for key in PROBE_KEYS}
     return result
 
 
@@ -272,7 +272,7 @@ def field_of_view_probe(model, paths, labels, threshold: float, dx_level: bool =
         metrics = headline_metrics(
             model.predict(images, batch_size=64, verbose=0), labels, threshold, dx_level
         )
-        result[name] = {key: metrics[key] for key in COLOUR_PROBE_KEYS}
+        result[name] = {key: metrics[key] for key in PROBE_KEYS}
     return result
 
 
@@ -476,7 +476,7 @@ def probe_lines(results: dict) -> list[str]:
         }
         versions |= (metrics or {}).get("field_of_view_probe", {})
         for version, row in versions.items():
-            figures = "  ".join(f"{key} {_fmt(row[key])}" for key in COLOUR_PROBE_KEYS)
+            figures = "  ".join(f"{key} {_fmt(row[key])}" for key in PROBE_KEYS)
             lines.append(f"{version:<18} {subset:<9} {figures}")
     return lines
 

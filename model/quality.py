@@ -2,7 +2,7 @@
 blurred.
 
 They describe the dermatoscope's field of view: a photo taken through one (a clip-on phone
-attachment, many ISIC Archive pictures) shows the lesion inside a round field with black around it,
+attachment, some ISIC Archive pictures) shows the lesion inside a round field with black around it,
 and that black must not make the picture "too dark" (run G18 in docs/EXPERIMENTS.md).
 
 Pillow and NumPy only (the serving image has no TensorFlow). The statistics are measured on the
@@ -18,8 +18,9 @@ from PIL import Image, ImageStat
 
 from model.preprocessing import LUMA_WEIGHTS
 
-# Statistics are taken on the whole frame squashed to this size, like the models' inputs: a fixed
-# scale makes the sharpness of a 180-pixel dermoscopy image and a 12-megapixel photo comparable.
+# Statistics are taken on the frame (or its field of view) squashed to this size, like the models'
+# inputs: a fixed scale makes the sharpness of a 180-pixel dermoscopy image and a 12-megapixel photo
+# comparable.
 STATS_SIZE = (128, 128)
 # Below this many pixels on the short side a lesion has no visible structure to judge (the dataset's
 # images have 150 or more); a fixed floor, not fitted.
@@ -28,14 +29,17 @@ MIN_SIDE = 64
 SATURATED_LEVEL = 250
 # Below this grey level, pixels reaching in from the frame's edges are the black around a field of view.
 FRAME_LEVEL = 32
-# A surround of at least this share of the frame, in all four corners, is a dermatoscope's: the gate
-# network is shown the inside of the field (`inside_field_of_view`).
+# Black runs from the edges that fill all four corners and at least this share of the frame are a
+# dermatoscope's surround; less (a dark lesion or hair at one edge, a dark background) is none.
 MIN_SURROUND_SHARE = 0.1
-# The surround is grown by this many pixels of STATS_SIZE to cover the soft rim a lens gives.
-RIM_PIXELS = 2
-# A field of view under this share of the frame is no field at all: a dark photo is dark everywhere,
-# and its statistics are then taken over the whole frame.
+# A field of view (without its rim) under this share of the frame is no field at all: a dark photo is
+# dark everywhere, and text on a dark page has only thin bright strokes.
 MIN_FIELD_SHARE = 0.15
+# The lens's soft rim, in pixels of STATS_SIZE: its width left out of the statistics (its edge is no
+# lesion's sharpness or contrast), and the part of it filled in with the surround for the gate network
+# (more would cut into the lesion: run G18).
+RIM_PIXELS = 4
+FILLED_RIM_PIXELS = 2
 
 # The problems in the order they are checked, each with the statistic that reveals it and whether a
 # low or a high value is bad. "too_small" compares the short side with MIN_SIDE.
@@ -52,20 +56,18 @@ PROBLEMS: tuple[str, ...] = ("too_small", *CHECKS)
 
 def image_statistics(image: Image.Image) -> dict[str, float]:
     """Short side, brightness, blown-out share, contrast, colourfulness and sharpness of the field of view."""
-    small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
-    pixels = np.asarray(small, dtype=np.float32)
-    grey = pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-    field = field_of_view(grey)
-    whole = bool(field.all())  # most photos: then no masking, which costs as much as the rest
-    inside, grey_inside = (pixels, grey) if whole else (pixels[field], grey[field])
-    # The discrete Laplacian responds to edges and fine texture, which blur removes first. Only where
-    # it sees no frame pixel: the field's sharp rim is not the lesion's sharpness.
+    small, pixels, grey = _statistics_grid(image)
+    frame = surround(grey)
+    if frame is None:  # most photos: the whole frame, without masking (which costs as much as the rest)
+        inner, mask = np.ones(grey.shape, dtype=bool), None
+    else:
+        inner = ~_grown(frame, RIM_PIXELS)
+        mask = Image.fromarray(inner.astype(np.uint8) * 255)
+    # The discrete Laplacian responds to edges and fine texture, which blur removes first.
     laplacian = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    if not whole:
-        laplacian = laplacian[
-            field[1:-1, 1:-1] & field[:-2, 1:-1] & field[2:, 1:-1] & field[1:-1, :-2] & field[1:-1, 2:]
-        ]
-    mask = None if whole else Image.fromarray(field.astype(np.uint8) * 255)
+    if frame is not None:
+        laplacian = laplacian[~_grown(~inner, 1)[1:-1, 1:-1]]  # all five pixels inside
+    inside, grey_inside = (pixels, grey) if frame is None else (pixels[inner], grey[inner])
     return {
         "short_side": float(min(image.size)),
         "brightness": float(grey_inside.mean()),
@@ -74,32 +76,54 @@ def image_statistics(image: Image.Image) -> dict[str, float]:
         # (Pillow's histogram-based statistics: four times faster than NumPy's std here.)
         "contrast": float(max(ImageStat.Stat(small, mask).stddev)),
         "colourfulness": colourfulness(inside),
-        "sharpness": float(laplacian.std()) if laplacian.size else 0.0,
+        "sharpness": float(laplacian.std()),
     }
 
 
 def inside_field_of_view(image: Image.Image) -> Image.Image:
-    """A dermatoscope's round field cropped to its bounding box, the dark corners filled with its colour.
+    """A dermatoscope's round field cropped to its bounding box, the surround left in it filled in.
 
-    The image as it is when it has no surround: a frame that does not fill all four corners (a dark
-    lesion or hair at one edge) is none. The lesion keeps the field's scale (run G18).
+    The fill is the field's mean colour; the image comes back as it is when it has no surround. The
+    lesion keeps the field's scale (run G18).
     """
-    small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
-    pixels = np.asarray(small, dtype=np.float32)
-    frame = ~field_of_view(pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32))
-    if (
-        not (frame[0, 0] and frame[0, -1] and frame[-1, 0] and frame[-1, -1])
-        or frame.mean() < MIN_SURROUND_SHARE
-    ):
+    _, pixels, grey = _statistics_grid(image)
+    frame = surround(grey)
+    if frame is None:
         return image
     rows, columns = np.flatnonzero(~frame.all(axis=1)), np.flatnonzero(~frame.all(axis=0))
-    colour = tuple(int(v) for v in pixels[~frame].mean(axis=0))
-    surround = _grown(frame, RIM_PIXELS)[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    filled = _grown(frame, FILLED_RIM_PIXELS)
+    colour = tuple(int(v) for v in pixels[~filled].mean(axis=0))
     scale = np.array(image.size * 2) / np.array(STATS_SIZE * 2)
     box = np.array([columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]) * scale
     field = image.crop(tuple(int(round(v)) for v in box))
-    mask = Image.fromarray(surround.astype(np.uint8) * 255).resize(field.size, Image.Resampling.NEAREST)
+    cut = filled[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    mask = Image.fromarray(cut.astype(np.uint8) * 255).resize(field.size, Image.Resampling.NEAREST)
     return Image.composite(Image.new("RGB", field.size, colour), field, mask)
+
+
+def surround(grey: np.ndarray) -> np.ndarray | None:
+    """The mask of a dermatoscope's dark surround on a grey picture, or None when it has none.
+
+    Outside a convex field every row and column is dark from the edge to the field, so runs along
+    rows and columns find the surround without a flood fill.
+    """
+    dark = grey < FRAME_LEVEL
+    if not (dark[0, 0] and dark[0, -1] and dark[-1, 0] and dark[-1, -1]):
+        return None  # most photos: a surround fills all four corners
+    frame = np.zeros_like(dark)
+    for axis in (0, 1):
+        frame |= np.logical_and.accumulate(dark, axis=axis)
+        frame |= np.flip(np.logical_and.accumulate(np.flip(dark, axis), axis=axis), axis)
+    # A field is round and large: a thin or ragged one (text on a dark page) vanishes without its rim.
+    field_without_rim = 1 - _grown(frame, RIM_PIXELS).mean()
+    return frame if frame.mean() >= MIN_SURROUND_SHARE and field_without_rim >= MIN_FIELD_SHARE else None
+
+
+def _statistics_grid(image: Image.Image) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """The image squashed to STATS_SIZE: as a picture, as float RGB values and as grey levels."""
+    small = image.resize(STATS_SIZE, Image.Resampling.BILINEAR)
+    pixels = np.asarray(small, dtype=np.float32)
+    return small, pixels, pixels @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 
 
 def _grown(mask: np.ndarray, steps: int) -> np.ndarray:
@@ -111,23 +135,6 @@ def _grown(mask: np.ndarray, steps: int) -> np.ndarray:
         grown[:, 1:] |= grown[:, :-1].copy()
         grown[:, :-1] |= grown[:, 1:].copy()
     return grown
-
-
-def field_of_view(grey: np.ndarray) -> np.ndarray:
-    """Mask of the pixels inside a dermatoscope's field: not in a dark run reaching in from a frame edge.
-
-    Outside a convex field every row and column is dark from the edge to the field, so runs along
-    rows and columns find it without a flood fill. Under MIN_FIELD_SHARE, the whole frame.
-    """
-    dark = grey < FRAME_LEVEL
-    if not (dark[0].any() or dark[-1].any() or dark[:, 0].any() or dark[:, -1].any()):
-        return np.ones_like(dark)  # nothing dark at the edges (most photos)
-    frame = np.zeros_like(dark)
-    for axis in (0, 1):
-        frame |= np.logical_and.accumulate(dark, axis=axis)
-        frame |= np.flip(np.logical_and.accumulate(np.flip(dark, axis), axis=axis), axis)
-    field = ~frame
-    return field if field.mean() >= MIN_FIELD_SHARE else np.ones_like(field)
 
 
 def colourfulness(pixels: np.ndarray) -> float:

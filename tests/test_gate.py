@@ -65,16 +65,23 @@ def test_a_lesion_seen_through_a_round_dermatoscope_passes_the_quality_checks(sc
     assert quality_problem(image_statistics(framed), REALISTIC_QUALITY) is None
 
 
-def test_the_field_of_view_is_the_round_field_without_the_black_around_it():
+def test_the_surround_is_the_black_around_the_round_field():
     from model.gate import through_dermatoscope
     from model.preprocessing import LUMA_WEIGHTS
-    from model.quality import STATS_SIZE, field_of_view
+    from model.quality import STATS_SIZE, surround
 
-    framed = through_dermatoscope(_skin_lesion((200, 150)), 0.8).resize(STATS_SIZE)
-    field = field_of_view(np.asarray(framed, np.float32) @ np.asarray(LUMA_WEIGHTS, np.float32))
+    def grey(image):
+        return np.asarray(image.resize(STATS_SIZE), np.float32) @ np.asarray(LUMA_WEIGHTS, np.float32)
+
+    frame = surround(grey(through_dermatoscope(_skin_lesion((200, 150)), 0.8)))
     # An ellipse once squashed to the square: 0.8 of the short side across, 0.8 x 150 / 200 wide.
-    assert field.mean() == pytest.approx(np.pi / 4 * 0.8 * 0.8 * 150 / 200, abs=0.03)
-    assert field[64, 64] and not field[0, 0] and not field[64, 0]
+    assert (~frame).mean() == pytest.approx(np.pi / 4 * 0.8 * 0.8 * 150 / 200, abs=0.03)
+    assert not frame[64, 64] and frame[0, 0] and frame[64, 0]
+    assert surround(grey(_skin_lesion())) is None
+    dark_left_edge = np.asarray(_skin_lesion()).copy()
+    dark_left_edge[:, :30] = 5  # a dark lesion, hair or background at one edge: no surround
+    assert surround(grey(Image.fromarray(dark_left_edge))) is None
+    assert surround(grey(UNUSABLE["too_dark"]())) is None  # dark everywhere: no field in it
 
 
 def test_the_gate_network_sees_the_field_at_its_scale_with_the_dark_corners_filled():
@@ -97,11 +104,18 @@ def test_a_picture_without_a_surround_goes_to_the_gate_network_as_it_is():
     assert inside_field_of_view(Image.fromarray(dark_left_edge)).size == lesion.size
 
 
-def test_a_dark_photo_inside_a_round_field_is_still_too_dark():
+@pytest.mark.parametrize("problem", ["too_dark", "overexposed", "flat", "colourless", "blurred"])
+@pytest.mark.parametrize("scale", [1.0, 0.8])
+def test_an_unusable_photo_inside_a_round_field_is_still_named_by_its_problem(problem, scale):
+    """The field's sharp rim is not the lesion's sharpness or contrast."""
     from model.gate import through_dermatoscope
 
-    framed = through_dermatoscope(UNUSABLE["too_dark"](), 0.8)
-    assert quality_problem(image_statistics(framed), REALISTIC_QUALITY) == "too_dark"
+    named = quality_problem(
+        image_statistics(through_dermatoscope(UNUSABLE[problem](), scale)), REALISTIC_QUALITY
+    )
+    # Where a field touches the frame's edges no dark run cuts its rim off, and a flat picture keeps a
+    # little of the rim's contrast: still refused, but as too blurred to judge.
+    assert named == problem or (problem == "flat" and scale == 1.0 and named == "blurred")
 
 
 def test_fitted_thresholds_sit_halfway_between_clean_tail_and_damaged_middle():
