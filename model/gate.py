@@ -78,7 +78,8 @@ FADED_VERSIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "colour x0.25": lambda im: ImageEnhance.Color(im).enhance(0.25),
 }
 # Test images seen through a round dermatoscope field, black around it, as a clip-on phone
-# dermatoscope shows a lesion: pictures the gate must answer (run G18); reported beside the above.
+# dermatoscope shows a lesion: the classifier misjudges them, so the gate refuses them asking for the
+# inside of the field (runs G18, CF); reported beside the above.
 FIELD_OF_VIEW_VERSIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "field of view 1.0": lambda im: through_dermatoscope(im, 1.0),
     "field of view 0.8": lambda im: through_dermatoscope(im, 0.8),

@@ -153,7 +153,8 @@ GATE_FIGURES = {
     "faded_caught": "black-and-white and faded (colour x0.25) versions of Test images caught "
     "(beyond issue 19's list)",
     "field_of_view_refused": "Test images seen through a round dermatoscope field (black around a "
-    "circle of the short side, or of 0.8 of it) refused (beyond issue 19's list; lesions it should answer)",
+    "circle of the short side, or of 0.8 of it) refused, asking for the inside of the field (beyond issue "
+    "19's list; the classifier misjudges them: dermatoscope field probe)",
     "clean_flagged_poor_quality": "clean Test images flagged poor_quality",
 }
 
@@ -244,7 +245,8 @@ def gate_text(gate: dict) -> str:
     lesion = thresholds["lesion_probability"]
     text = (
         "Before the classifier, every upload passes a gate (`python -m model.gate`): image statistics "
-        f"(too small, too dark, overexposed, flat, colourless, blurred; thresholds {quality}) and a small "
+        f"(too small, too dark, overexposed, flat, colourless, blurred, and a dermatoscope's black surround; "
+        f"thresholds {quality}) and a small "
         f"from-scratch CNN (input {size}, file `{gate['files']['litert']}`, classes "
         f"{', '.join(gate['classes'])}) that refuses when P(lesion) < {lesion:.4f}. Both thresholds were "
         "chosen on validation only. Trained on data_prep's train subset of the dermoscopy (its val "
@@ -604,8 +606,9 @@ def field_of_view_probe_table(metrics: dict, subsets: list[str], names: dict) ->
         return ""
     return (
         "Every picture inside a round field of the short side (1.0) or of 0.8 of it, near-black "
-        "around it, as a clip-on phone dermatoscope shows a lesion (`model.evaluate.field_of_view_probe`; "
-        "the gate answers such pictures), the operating point unchanged. Few training pictures show "
+        "around it, as a clip-on phone dermatoscope shows a lesion (`model.evaluate.field_of_view_probe`), "
+        "the operating point unchanged. This is why the gate refuses such photos and asks for the inside "
+        "of the field (run CF). Few training pictures show "
         "such a field (about 0.5%; run G18 in docs/EXPERIMENTS.md).\n\n" + _probe_table("pictures", rows)
     )
 

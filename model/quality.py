@@ -30,16 +30,16 @@ SATURATED_LEVEL = 250
 # Below this grey level, pixels reaching in from the frame's edges are the black around a field of view.
 FRAME_LEVEL = 32
 # Black runs from the edges that fill all four corners and at least this share of the frame are a
-# dermatoscope's surround; less (a dark lesion or hair at one edge, a dark background) is none.
+# dermatoscope's surround; less (a dark lesion or hair at one edge, a dark background) is none. The
+# classifier misjudges lesions inside a surround (run CF), so such photos are refused, asking for the
+# inside of the field.
 MIN_SURROUND_SHARE = 0.1
 # A field of view (without its rim) under this share of the frame is no field at all: a dark photo is
 # dark everywhere, and text on a dark page has only thin bright strokes.
 MIN_FIELD_SHARE = 0.15
-# The lens's soft rim, in pixels of STATS_SIZE: its width left out of the statistics (its edge is no
-# lesion's sharpness or contrast), and the part of it filled in with the surround for the gate network
-# (more would cut into the lesion: run G18).
+# The lens's soft rim, in pixels of STATS_SIZE, left out of the statistics: its edge is no lesion's
+# sharpness or contrast.
 RIM_PIXELS = 4
-FILLED_RIM_PIXELS = 2
 
 # The problems in the order they are checked, each with the statistic that reveals it and whether a
 # low or a high value is bad. "too_small" compares the short side with MIN_SIDE.
@@ -51,11 +51,11 @@ CHECKS: dict[str, tuple[str, str]] = {
     "colourless": ("colourfulness", "low"),
     "blurred": ("sharpness", "low"),
 }
-PROBLEMS: tuple[str, ...] = ("too_small", *CHECKS)
+PROBLEMS: tuple[str, ...] = ("too_small", *CHECKS, "surround")
 
 
 def image_statistics(image: Image.Image) -> dict[str, float]:
-    """Short side, brightness, blown-out share, contrast, colourfulness and sharpness of the field of view."""
+    """The short side, the surround's share, and brightness, contrast, colour and sharpness of the field."""
     small, pixels, grey = _statistics_grid(image)
     frame = surround(grey)
     if frame is None:  # most photos: the whole frame, without masking (which costs as much as the rest)
@@ -77,28 +77,8 @@ def image_statistics(image: Image.Image) -> dict[str, float]:
         "contrast": float(max(ImageStat.Stat(small, mask).stddev)),
         "colourfulness": colourfulness(inside),
         "sharpness": float(laplacian.std()),
+        "surround_share": 0.0 if frame is None else float(frame.mean()),
     }
-
-
-def inside_field_of_view(image: Image.Image) -> Image.Image:
-    """A dermatoscope's round field cropped to its bounding box, the surround left in it filled in.
-
-    The fill is the field's mean colour; the image comes back as it is when it has no surround. The
-    lesion keeps the field's scale (run G18).
-    """
-    _, pixels, grey = _statistics_grid(image)
-    frame = surround(grey)
-    if frame is None:
-        return image
-    rows, columns = np.flatnonzero(~frame.all(axis=1)), np.flatnonzero(~frame.all(axis=0))
-    filled = _grown(frame, FILLED_RIM_PIXELS)
-    colour = tuple(int(v) for v in pixels[~filled].mean(axis=0))
-    scale = np.array(image.size * 2) / np.array(STATS_SIZE * 2)
-    box = np.array([columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]) * scale
-    field = image.crop(tuple(int(round(v)) for v in box))
-    cut = filled[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-    mask = Image.fromarray(cut.astype(np.uint8) * 255).resize(field.size, Image.Resampling.NEAREST)
-    return Image.composite(Image.new("RGB", field.size, colour), field, mask)
 
 
 def surround(grey: np.ndarray) -> np.ndarray | None:
@@ -158,7 +138,8 @@ def quality_problem(statistics: dict[str, float], thresholds: dict[str, float]) 
         value = statistics[statistic]
         if (bad == "low" and value < limit) or (bad == "high" and value > limit):
             return problem
-    return None
+    # Checked last: a blurred or dark picture inside a surround is told about that first.
+    return "surround" if statistics.get("surround_share", 0.0) > 0 else None
 
 
 def fit_thresholds(

@@ -43,7 +43,14 @@ UNUSABLE = {
     "flat": lambda: Image.new("RGB", (180, 180), (200, 160, 140)),
     "colourless": lambda: _skin_lesion().convert("L").convert("RGB"),
     "blurred": lambda: _skin_lesion().filter(ImageFilter.GaussianBlur(8)),
+    "surround": lambda: _through_dermatoscope(_skin_lesion((200, 150)), 0.8),
 }
+
+
+def _through_dermatoscope(image: Image.Image, scale: float) -> Image.Image:
+    from model.gate import through_dermatoscope
+
+    return through_dermatoscope(image, scale)
 
 
 # --- Image statistics --------------------------------------------------------------------------
@@ -57,12 +64,10 @@ def test_each_unusable_picture_is_named_by_its_problem(problem):
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.8, 0.6])
-def test_a_lesion_seen_through_a_round_dermatoscope_passes_the_quality_checks(scale):
-    """The black around a dermatoscope's field is not the picture's darkness (run G18)."""
-    from model.gate import through_dermatoscope
-
-    framed = through_dermatoscope(_skin_lesion((200, 150)), scale)
-    assert quality_problem(image_statistics(framed), REALISTIC_QUALITY) is None
+def test_a_lesion_seen_through_a_round_dermatoscope_is_refused_as_framed_not_dark(scale):
+    """The classifier misjudges lesions inside a surround (run CF): the message asks for the inside."""
+    framed = _through_dermatoscope(_skin_lesion((200, 150)), scale)
+    assert quality_problem(image_statistics(framed), REALISTIC_QUALITY) == "surround"
 
 
 def test_the_surround_is_the_black_around_the_round_field():
@@ -84,34 +89,27 @@ def test_the_surround_is_the_black_around_the_round_field():
     assert surround(grey(UNUSABLE["too_dark"]())) is None  # dark everywhere: no field in it
 
 
-def test_the_gate_network_sees_the_field_at_its_scale_with_the_dark_corners_filled():
-    from model.gate import through_dermatoscope
-    from model.quality import inside_field_of_view
+def test_a_picture_without_a_surround_is_measured_over_the_whole_frame():
+    from model.preprocessing import LUMA_WEIGHTS
+    from model.quality import STATS_SIZE
 
-    inside = inside_field_of_view(through_dermatoscope(_skin_lesion((200, 150)), 0.8))
-    assert abs(inside.width - 120) <= 4 and abs(inside.height - 120) <= 4  # the field: 0.8 x 150
-    grey = np.asarray(inside.convert("L"), dtype=float)
-    assert (grey < 60).mean() < 0.01  # no black surround left, the lesion (grey about 80) kept
-
-
-def test_a_picture_without_a_surround_goes_to_the_gate_network_as_it_is():
-    from model.quality import inside_field_of_view
-
-    lesion = _skin_lesion((200, 150))
-    assert inside_field_of_view(lesion) is lesion
-    dark_left_edge = np.asarray(lesion).copy()
-    dark_left_edge[:, :30] = 5  # dark at one edge, as a dark lesion or hair: not a dermatoscope's field
-    assert inside_field_of_view(Image.fromarray(dark_left_edge)).size == lesion.size
+    dark_left_edge = np.asarray(_skin_lesion()).copy()
+    dark_left_edge[:, :30] = 5
+    picture = Image.fromarray(dark_left_edge)
+    grey = np.asarray(picture.resize(STATS_SIZE, Image.Resampling.BILINEAR), np.float32) @ np.asarray(
+        LUMA_WEIGHTS, np.float32
+    )
+    statistics = image_statistics(picture)
+    assert statistics["surround_share"] == 0.0
+    assert statistics["brightness"] == pytest.approx(float(grey.mean()))
 
 
 @pytest.mark.parametrize("problem", ["too_dark", "overexposed", "flat", "colourless", "blurred"])
 @pytest.mark.parametrize("scale", [1.0, 0.8])
-def test_an_unusable_photo_inside_a_round_field_is_still_named_by_its_problem(problem, scale):
-    """The field's sharp rim is not the lesion's sharpness or contrast."""
-    from model.gate import through_dermatoscope
-
+def test_an_unusable_photo_inside_a_round_field_is_named_by_its_problem_first(problem, scale):
+    """The statistics are the field's, and its sharp rim is not the lesion's sharpness or contrast."""
     named = quality_problem(
-        image_statistics(through_dermatoscope(UNUSABLE[problem](), scale)), REALISTIC_QUALITY
+        image_statistics(_through_dermatoscope(UNUSABLE[problem](), scale)), REALISTIC_QUALITY
     )
     # Where a field touches the frame's edges no dark run cuts its rim off, and a flat picture keeps a
     # little of the rim's contrast: still refused, but as too blurred to judge.
@@ -185,14 +183,12 @@ def test_gate_refuses_below_the_lesion_threshold_with_the_likeliest_other_class(
     assert _gate(tiny_model_dir).decide(np.array(probabilities)) == verdict
 
 
-def test_gate_network_is_shown_the_inside_of_a_dermatoscope_field(tiny_model_dir, monkeypatch):
-    from model.gate import through_dermatoscope
-
+def test_gate_refuses_a_dermatoscope_surround_before_the_network(tiny_model_dir, monkeypatch):
     gate = _gate(tiny_model_dir, lesion_threshold=0.0)
-    shown = []
-    monkeypatch.setattr(gate, "probabilities", lambda image: shown.append(image.size) or np.ones(4) / 4)
-    assert gate.check(through_dermatoscope(_skin_lesion((200, 150)), 0.8)) is None
-    assert shown and max(shown[0]) < 130
+    monkeypatch.setattr(gate, "probabilities", lambda image: pytest.fail("the network was asked"))
+    refusal = gate.check(UNUSABLE["surround"]())
+    assert (refusal.code, refusal.reason) == (config.POOR_QUALITY, "surround")
+    assert "inside of the round field" in refusal.message
 
 
 def test_gate_checks_quality_before_the_network(tiny_model_dir):

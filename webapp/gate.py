@@ -18,7 +18,7 @@ from PIL import Image
 
 from model import config
 from model.preprocessing import to_model_input
-from model.quality import CHECKS, MIN_SIDE, image_statistics, inside_field_of_view, quality_problem
+from model.quality import CHECKS, MIN_SIDE, image_statistics, quality_problem
 from webapp.classifier import ModelLoadError, check_hash, open_interpreter
 
 # Every refusal ends with this: a refusal must never read as an all-clear for the lesion.
@@ -48,6 +48,10 @@ REASONS: dict[str, str] = {
     "colourless": "The picture has almost no colour (black-and-white, or faded by a filter or a scan), and "
     "the model relies on a lesion's colours, so it was not classified. Upload the original colour photo, "
     "without filters.",
+    "surround": "The lesion sits in a round field with black around it, as a dermatoscope shows it. "
+    "The model was trained on photos that the lesion's skin fills to the edges, and inside such a field it "
+    "misses more malignant lesions, so it was not classified. Crop the photo to the inside of the round "
+    "field (or zoom in until the field fills the frame) and upload it again.",
     "blurred": "The picture is too blurred to show the lesion's structure, so it was not classified. "
     "Hold the camera still, let it focus, and take it again.",
 }
@@ -119,9 +123,7 @@ class Gate:
             width, height = image.size
             min_side = int(self.quality_thresholds.get("min_side", MIN_SIDE))
             return refusal(problem, width=width, height=height, min_side=min_side)
-        # Through a dermatoscope the lesion sits in a round field with black around it: the network is
-        # shown the inside of the field, the look it was trained on (run G18).
-        verdict = self.decide(self.probabilities(inside_field_of_view(image)))
+        verdict = self.decide(self.probabilities(image))
         return refusal(verdict) if verdict else None
 
     def probabilities(self, image: Image.Image) -> np.ndarray:
