@@ -74,13 +74,13 @@ def test_black_and_white_versions_of_test_images_are_refused(figures):
     assert figures["faded_caught_by_version"]["greyscale"]["share"] >= 0.99
 
 
-def test_test_images_seen_through_a_dermatoscope_field_are_answered(figures):
-    """A clip-on dermatoscope shows the lesion in a round field with black around it (run G18).
+def test_test_images_seen_through_a_dermatoscope_field_are_refused_asking_for_the_inside(figures):
+    """The classifier misjudges lesions inside a round black surround (runs G18 and CF).
 
-    The bound was written before the held-out figure was measured: 5% (1.0% on validation).
+    Bound written before this gate's held-out figure was measured.
     """
     assert set(figures["field_of_view_refused_by_version"]) == {"field of view 1.0", "field of view 0.8"}
-    assert figures["field_of_view_refused"]["share"] <= 0.05
+    assert figures["field_of_view_refused"]["share"] >= 0.95
 
 
 def test_clean_test_images_are_rarely_called_poor_quality(figures):
