@@ -588,29 +588,32 @@ def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
 
 def colour_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
     """The malignant flag and melanoma AUC with the pictures' colour saturation scaled down."""
-    rows = _probe_rows(metrics, subsets, names, "colour_probe", "x{}")
-    if not rows:
-        return ""
-    return (
+    intro = (
         "Every picture's colour saturation scaled down (`model.evaluate.colour_probe`; x0.5 is a "
         "faded photo, which the gate answers), the operating point unchanged. Cameras, dermatoscopes "
         "and filters render colour differently, so what the flag loses here it can lose on other "
-        "clinics' pictures.\n\n" + _probe_table("colour saturation", rows)
+        "clinics' pictures."
     )
+    return _probe_section(metrics, subsets, names, ("colour_probe", "x{}", "colour saturation"), intro)
 
 
 def field_of_view_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
     """The malignant flag and melanoma AUC with the pictures seen through a round dermatoscope field."""
-    rows = _probe_rows(metrics, subsets, names, "field_of_view_probe", "{}")
-    if not rows:
-        return ""
-    return (
+    intro = (
         "Every picture inside a round field of the short side (1.0) or of 0.8 of it, near-black "
         "around it, as a clip-on phone dermatoscope shows a lesion (`model.evaluate.field_of_view_probe`), "
         "the operating point unchanged. This is why the gate refuses such photos and asks for the inside "
-        "of the field (run CF). Few training pictures show "
-        "such a field (about 0.5%; run G18 in docs/EXPERIMENTS.md).\n\n" + _probe_table("pictures", rows)
+        "of the field (run CF). Few training pictures show such a field (about 0.5%; run G18 in "
+        "docs/EXPERIMENTS.md)."
     )
+    return _probe_section(metrics, subsets, names, ("field_of_view_probe", "{}", "pictures"), intro)
+
+
+def _probe_section(metrics: dict, subsets: list[str], names: dict, probe: tuple, intro: str) -> str:
+    """A probe's intro and table; probe is (metrics key, row label format, column name). "" if unmeasured."""
+    key, label, column = probe
+    rows = _probe_rows(metrics, subsets, names, key, label)
+    return f"{intro}\n\n{_probe_table(column, rows)}" if rows else ""
 
 
 def _probe_rows(metrics: dict, subsets: list[str], names: dict, key: str, label: str) -> list[str]:
