@@ -135,6 +135,9 @@ LIMITATIONS = (
     "The model reads colour. Black-and-white pictures are refused, but about three in ten photos with "
     "colours faded to a quarter, and milder fading (a filter, a scan, an old camera), are answered "
     '("Colour probe" under Results measures what fading does to the malignant flag).',
+    "Photos through a dermatoscope that show its round field with black around it are refused, asking "
+    "for the photo cropped to the inside of the field: the model was trained on photos the skin fills "
+    'to the edges and misses more malignant lesions inside such a field ("Dermatoscope field probe").',
 )
 
 # The image gate's figures (model.gate), in the order shown, with plain names.
