@@ -1,9 +1,10 @@
 """Cheap image statistics that say a picture is unusable: too small, too dark, overexposed, flat, colourless,
-blurred.
+blurred, or framed by a dermatoscope's black surround.
 
-They describe the dermatoscope's field of view: a photo taken through one (a clip-on phone
-attachment, some ISIC Archive pictures) shows the lesion inside a round field with black around it,
-and that black must not make the picture "too dark" (run G18 in docs/EXPERIMENTS.md).
+A photo taken through a dermatoscope (a clip-on phone attachment, some ISIC Archive pictures) can
+show the lesion inside a round field with black around it. The statistics describe that field, so
+that the black does not make the picture "too dark" (run G18 in docs/EXPERIMENTS.md), and the
+surround is a problem of its own: the classifier misjudges such pictures (run CF).
 
 Pillow and NumPy only (the serving image has no TensorFlow). The statistics are measured on the
 decoded upload; `model.gate` fits the thresholds on clean validation images (so that almost none of
