@@ -260,8 +260,9 @@ def colour_probe(model, images, labels, threshold: float, dx_level: bool = False
 def field_of_view_probe(model, paths, labels, threshold: float, dx_level: bool = False) -> dict:
     """The malignant flag and melanoma AUC with every picture seen through a round dermatoscope field.
 
-    A clip-on phone dermatoscope shows the lesion inside a round field with black around it, which
-    the gate answers (run G18); the operating point stays the one chosen on clean pictures.
+    A clip-on phone dermatoscope shows the lesion inside a round field with black around it; what
+    this probe shows is why the gate refuses such photos (runs G18, CF). The operating point stays
+    the one chosen on clean pictures.
     """
     from model.gate import FIELD_OF_VIEW_VERSIONS, as_upload, read_upload
 

@@ -436,12 +436,7 @@ def results_text(metrics: dict, selection_run: dict | None = None) -> str:
     probe = _frame_probe_text(metrics.get("frame_probe"), names["val"])
     if probe:
         parts.append("### Frame probe\n\n" + probe)
-    colour = colour_probe_table(metrics, subsets, names)
-    if colour:
-        parts.append("### Colour probe\n\n" + colour)
-    field = field_of_view_probe_table(metrics, subsets, names)
-    if field:
-        parts.append("### Dermatoscope field probe\n\n" + field)
+    parts += probe_sections(metrics, subsets, names)
     parts.append("### Plots\n\n" + _plots_text(subsets))
     return "\n\n".join(parts)
 
@@ -589,34 +584,38 @@ def _frame_probe_text(probe: dict | None, val_name: str = "validation") -> str:
     )
 
 
-def colour_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
-    """The malignant flag and melanoma AUC with the pictures' colour saturation scaled down."""
-    intro = (
+# The probes of the classifier on altered test pictures: (heading, row label, column, what it shows).
+PROBES = {
+    "colour_probe": (
+        "Colour probe",
+        "x{}",
+        "colour saturation",
         "Every picture's colour saturation scaled down (`model.evaluate.colour_probe`; x0.5 is a "
         "faded photo, which the gate answers), the operating point unchanged. Cameras, dermatoscopes "
         "and filters render colour differently, so what the flag loses here it can lose on other "
-        "clinics' pictures."
-    )
-    return _probe_section(metrics, subsets, names, ("colour_probe", "x{}", "colour saturation"), intro)
-
-
-def field_of_view_probe_table(metrics: dict, subsets: list[str], names: dict) -> str:
-    """The malignant flag and melanoma AUC with the pictures seen through a round dermatoscope field."""
-    intro = (
+        "clinics' pictures.",
+    ),
+    "field_of_view_probe": (
+        "Dermatoscope field probe",
+        "{}",
+        "pictures",
         "Every picture inside a round field of the short side (1.0) or of 0.8 of it, near-black "
         "around it, as a clip-on phone dermatoscope shows a lesion (`model.evaluate.field_of_view_probe`), "
         "the operating point unchanged. This is why the gate refuses such photos and asks for the inside "
         "of the field (run CF). Few training pictures show such a field (about 0.5%; run G18 in "
-        "docs/EXPERIMENTS.md)."
-    )
-    return _probe_section(metrics, subsets, names, ("field_of_view_probe", "{}", "pictures"), intro)
+        "docs/EXPERIMENTS.md).",
+    ),
+}
 
 
-def _probe_section(metrics: dict, subsets: list[str], names: dict, probe: tuple, intro: str) -> str:
-    """A probe's intro and table; probe is (metrics key, row label format, column name). "" if unmeasured."""
-    key, label, column = probe
-    rows = _probe_rows(metrics, subsets, names, key, label)
-    return f"{intro}\n\n{_probe_table(column, rows)}" if rows else ""
+def probe_sections(metrics: dict, subsets: list[str], names: dict) -> list[str]:
+    """One section per measured probe of PROBES: heading, what it shows and its table."""
+    sections = []
+    for key, (heading, label, column, intro) in PROBES.items():
+        rows = _probe_rows(metrics, subsets, names, key, label)
+        if rows:
+            sections.append(f"### {heading}\n\n{intro}\n\n{_probe_table(column, rows)}")
+    return sections
 
 
 def _probe_rows(metrics: dict, subsets: list[str], names: dict, key: str, label: str) -> list[str]:
