@@ -134,10 +134,11 @@ LIMITATIONS = (
     '(its held-out figures are under "Image gate").',
     "The model reads colour. Black-and-white pictures are refused, but about three in ten photos with "
     "colours faded to a quarter, and milder fading (a filter, a scan, an old camera), are answered "
-    '("Colour probe" under Results measures what fading does to the malignant flag).',
+    '(the model card\'s "Colour probe" measures what fading does to the malignant flag).',
     "Photos through a dermatoscope that show its round field with black around it are refused, asking "
     "for the photo cropped to the inside of the field: the model was trained on photos the skin fills "
-    'to the edges and misses more malignant lesions inside such a field ("Dermatoscope field probe").',
+    "to the edges and misses more malignant lesions inside such a field (the model card's "
+    '"Dermatoscope field probe").',
 )
 
 # The image gate's figures (model.gate), in the order shown, with plain names.
@@ -153,11 +154,10 @@ GATE_FIGURES = {
     "melanomas_refused_ham_test": "HAM10000 held-out test melanomas refused",
     "unusable_caught": "synthetic unusable versions of Test images "
     "(blur 8, brightness x0.1 / x4, 48 px, flat) caught",
-    "faded_caught": "black-and-white and faded (colour x0.25) versions of Test images caught "
-    "(beyond issue 19's list)",
+    "faded_caught": "black-and-white and faded (colour x0.25) versions of Test images caught (no goal set)",
     "field_of_view_refused": "Test images seen through a round dermatoscope field (black around a "
-    "circle of the short side, or of 0.8 of it) refused, asking for the inside of the field (beyond issue "
-    "19's list; the classifier misjudges them: dermatoscope field probe)",
+    "circle of the short side, or of 0.8 of it) refused, asking for the inside of the field (no goal "
+    "set; the classifier misjudges them: the model card's dermatoscope field probe)",
     "clean_flagged_poor_quality": "clean Test images flagged poor_quality",
 }
 

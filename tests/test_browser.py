@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -331,7 +332,34 @@ def test_big_photo_is_shrunk_upright_before_upload(browser, live_site, tmp_path)
     photo = tmp_path / "phone.jpg"
     stored.save(photo, quality=95, exif=exif)
     context = _context(browser, "phone", "light", True)
-    # Keep a copy of what the page hands to XMLHttpRequest.send (the file of the field `image`).
+    sent = _sent_upload(context, live_site, photo)
+    image = Image.open(io.BytesIO(sent))  # the stored pixels, before any EXIF rotation
+    assert image.size == (round(3000 * config.UPLOAD_MAX_SIDE / 4000), config.UPLOAD_MAX_SIDE)
+    assert image.getexif().get(0x0112, 1) == 1 and len(sent) < photo.stat().st_size
+    context.close()
+
+
+def test_a_shrunk_transparent_photo_is_put_over_white_as_the_server_does(browser, live_site, tmp_path):
+    """The page and the API must judge the same picture: the server puts transparency over white."""
+    from model.preprocessing import decode_image
+
+    # Transparent margins around a lesion; noise keeps the PNG larger than the page's JPEG would be.
+    pixels = np.random.default_rng(0).integers(0, 256, (2000, 2000, 4), dtype=np.uint8)
+    pixels[..., 3] = 0
+    pixels[600:1400, 600:1400] = (150, 90, 70, 255)
+    picture = Image.fromarray(pixels, "RGBA")
+    photo = tmp_path / "cut-out.png"
+    picture.save(photo)
+    context = _context(browser, "desktop", "light", True)
+    sent = np.asarray(Image.open(io.BytesIO(_sent_upload(context, live_site, photo))).convert("RGB"))
+    served = np.asarray(decode_image(photo.read_bytes()).resize(sent.shape[1::-1]))
+    assert sent[:50, :50].min() >= 245 and served[:50, :50].min() >= 245  # white margins, both
+    assert np.abs(sent[640, 640].astype(int) - served[640, 640]).max() <= 8
+    context.close()
+
+
+def _sent_upload(context, live_site: str, photo) -> bytes:
+    """Submit the photo on the page; the bytes the page hands to XMLHttpRequest.send as `image`."""
     context.add_init_script(
         "const send = XMLHttpRequest.prototype.send;"
         "XMLHttpRequest.prototype.send = function (body) {"
@@ -343,13 +371,9 @@ def test_big_photo_is_shrunk_upright_before_upload(browser, live_site, tmp_path)
     page.set_input_files("#image", str(photo))
     page.click("#submit")
     page.wait_for_selector("#result, #problem", timeout=15000)
-    sent = bytes(
+    return bytes(
         page.evaluate("async () => Array.from(new Uint8Array(await window.sentImage.arrayBuffer()))")
     )
-    image = Image.open(io.BytesIO(sent))  # the stored pixels, before any EXIF rotation
-    assert image.size == (round(3000 * config.UPLOAD_MAX_SIDE / 4000), config.UPLOAD_MAX_SIDE)
-    assert image.getexif().get(0x0112, 1) == 1 and len(sent) < photo.stat().st_size
-    context.close()
 
 
 def test_keyboard_alone_reaches_a_result(browser, live_site, real_lesion):

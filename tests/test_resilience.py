@@ -356,6 +356,31 @@ def test_a_busy_answer_reaches_a_client_still_sending_its_photo(committed_model_
     assert status == 503 and body["error"]["code"] == "busy"
 
 
+@pytest.mark.slow
+def test_a_too_large_upload_and_a_broken_chunked_body_get_json_4xx_not_resets(committed_model_dir):
+    """urllib sends the whole body before it reads: an early 413 would reach it as a reset."""
+    import json
+    import socket
+
+    from bench.loopback import post_image, server_log
+
+    broken = (
+        b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=X\r\n\r\nZZ\r\nsecret\r\n0\r\n\r\n"
+    )
+    with gunicorn_server(committed_model_dir, workers=1) as (base, process):
+        status, body = post_image(base, b"\xff" * 13_000_000)
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=10) as sock:
+            sock.sendall(broken)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))  # until the server closes
+        log = server_log(process)
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, answer[:300]
+    assert json.loads(rest)["error"]["code"] == "bad_request"
+    assert "Traceback" not in log and "secret" not in log
+
+
 # --- Slow clients (issue 21) ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_slow_clients_do_not_starve_predictions_and_stalls_are_cut_off(committed_model_dir):

@@ -818,6 +818,52 @@ def test_wrong_field_name_is_named(client):
     assert "`image`" in message and "`photo`" in message
 
 
+def _multipart(boundary: str) -> bytes:
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + VALID_UPLOADS["jpeg"]()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=other"])
+def test_a_multipart_body_its_boundary_does_not_parse_is_named_as_such(client, content_type):
+    """A client that sets Content-Type itself sends no boundary, or the wrong one: say so, not "no file"."""
+    response = client.post("/api/v1/predict", data=_multipart("b0und"), content_type=content_type)
+    assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+    assert "boundary" in response.json["error"]["message"]
+    right = client.post(
+        "/api/v1/predict", data=_multipart("b0und"), content_type="multipart/form-data; boundary=b0und"
+    )
+    assert right.status_code in (200, 422)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_malformed_chunked_body_is_a_400_and_is_not_logged(client, caplog, chunked):
+    """gunicorn raises its parse errors while the app reads the body; their message quotes the body."""
+    from gunicorn.http.errors import InvalidChunkSize
+
+    class BrokenChunks(io.BytesIO):
+        def read(self, *args):
+            raise InvalidChunkSize(b"secret-bytes")
+
+        readline = readinto = read
+
+    response = client.post(
+        "/api/v1/predict",
+        data=_multipart("b"),
+        content_type="multipart/form-data; boundary=b",
+        environ_overrides={"wsgi.input": BrokenChunks()}
+        | ({"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"} if chunked else {}),
+    )
+    assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+    assert "chunked" in response.json["error"]["message"]
+    assert "secret-bytes" not in caplog.text and "Traceback" not in caplog.text
+
+
 def test_a_photo_sent_as_text_is_named_as_such(client):
     """curl -F "image=<photo.jpg" (no filename) sends a text field: say so, not "no file"."""
     response = client.post(

@@ -20,6 +20,9 @@ RETRY_AFTER_S = 2
 BUSY_MESSAGE = "The server is receiving too many photos at once. Please try again in a few seconds."
 # The routes that take a photo (blueprint.function): the only ones that hold a body.
 UPLOAD_ENDPOINTS = ("api.predict", "site.predict", "site.result_fragment")
+# An upload over the size limit but declaring at most this many bytes is read and dropped before
+# its 413, as for the 503 below; a larger one is answered at once, and its client may see a reset.
+DISCARD_MAX_BYTES = 64 * 2**20
 
 
 class UploadBudget:
@@ -53,6 +56,19 @@ def discard_body(chunk: int = 64 * 1024) -> None:
     """
     while request.stream.read(chunk):
         pass
+
+
+def discard_oversized_body(chunk: int = 64 * 1024) -> None:
+    """discard_body for an upload over the size limit (Werkzeug's stream refuses to read those)."""
+    left = request.content_length or 0
+    if left > DISCARD_MAX_BYTES:
+        return
+    stream = request.environ["wsgi.input"]  # the server's stream ends at the declared length
+    while left > 0:
+        data = stream.read(min(chunk, left))
+        if not data:
+            return
+        left -= len(data)
 
 
 def init_app(app: Flask) -> None:

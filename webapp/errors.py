@@ -6,7 +6,10 @@ import logging
 import math
 
 from flask import Flask, jsonify, render_template, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServerError
+
+from webapp.budget import UPLOAD_ENDPOINTS, discard_oversized_body
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ MESSAGES = {
     413: "The file is too large. Please upload a photo under {limit}.",
     500: "Something went wrong on our side. Please try again.",
 }
+MALFORMED_BODY = (
+    "The request's body could not be read: its chunked transfer encoding is malformed. "
+    "Send the photo again, as multipart/form-data."
+)
 FORM_TOO_BIG = (
     "The form has too many fields or a text field that is too long (at most {parts} fields). "
     "Send only the photo in the field `image`."
@@ -111,7 +118,10 @@ def init_app(app: Flask) -> None:
         message = MESSAGES.get(status, error.description or "").format(limit=limit)
         code = None
         length = request.content_length
-        if status == 413 and length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
+        too_large = length is not None and length > app.config["MAX_CONTENT_LENGTH"]
+        if status == 413 and too_large and request.endpoint in UPLOAD_ENDPOINTS:
+            discard_oversized_body()  # else a client still sending sees a reset (Python's urllib)
+        if status == 413 and not too_large and length is not None:
             # Werkzeug raises 413 for too many form parts too; that is not a file size problem.
             message, code = (
                 FORM_TOO_BIG.format(parts=app.config.get("MAX_FORM_PARTS", 1000)),
@@ -130,6 +140,12 @@ def init_app(app: Flask) -> None:
         if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
             return error_response(408, MESSAGES[408])
         return error_response(400, "The upload ended before it was complete. Please try again.")
+
+    @app.errorhandler(ParseException)
+    def handle_malformed_body(_error: ParseException):
+        # gunicorn found the body's framing broken (a bad chunk size) while the app read it. Its
+        # message quotes the body, so it is neither logged nor shown.
+        return error_response(400, MALFORMED_BODY)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

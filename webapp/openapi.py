@@ -244,8 +244,8 @@ def prediction_example() -> dict:
     """An illustrative answer (made-up numbers, valid against the Prediction schema)."""
     probabilities = dict.fromkeys(config.CLASS_NAMES, 0.0) | {
         "nevus": 0.7,
-        "melanoma": 0.2,
-        "dermatofibroma": 0.1,
+        "melanoma": 0.05,
+        "dermatofibroma": 0.25,
     }
     risk = {group: sum(probabilities[c] for c in classes) for group, classes in config.RISK_GROUPS.items()}
     answer = advice.advise(risk, {"metrics": {"operating_point": {"malignant_threshold": 0.3}}})
@@ -253,7 +253,7 @@ def prediction_example() -> dict:
         "model": {"name": config.MODEL_NAME, "version": config.MODEL_VERSION},
         "top_class": "nevus",
         "probabilities": probabilities,
-        "melanoma_probability": 0.2,
+        "melanoma_probability": 0.05,
         "risk_group": "benign",
         "risk_probabilities": risk,
         "malignant_flag": False,

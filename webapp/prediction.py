@@ -50,6 +50,12 @@ def uploaded_image(request: Request) -> FileStorage:
             415,
         )
     upload = request.files.get(IMAGE_FIELD)
+    if not request.files and not request.form and _unparsed_multipart(request):
+        raise UploadError(
+            "The multipart/form-data body could not be read: its parts do not match the boundary "
+            "declared in the Content-Type header, or it declares none. Let your HTTP library set that "
+            f"header (do not set it yourself), for example curl -F {IMAGE_FIELD}=@photo.jpg."
+        )
     if upload is None and request.files:
         fields = ", ".join(f"`{name}`" for name in request.files)
         raise UploadError(
@@ -76,6 +82,12 @@ def uploaded_image(request: Request) -> FileStorage:
             code="too_many_images",
         )
     return upload
+
+
+def _unparsed_multipart(request: Request) -> bool:
+    """A multipart request without a boundary, or with a body whose parts its boundary did not find."""
+    # An empty form is "--boundary--" and a line end: anything much longer held parts.
+    return "boundary" not in request.mimetype_params or (request.content_length or 0) > 128
 
 
 def gate() -> Gate:
