@@ -243,6 +243,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels carry no lesion; put them on white rather than on undefined colour.
         rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[1] == 0:
+            # Wholly transparent: on white it would read as "overexposed", which is not the problem.
+            raise IncompleteImage(
+                "The picture is fully transparent: there is nothing in it to judge. Upload the photo "
+                "itself, not an empty layer or a cut-out mask."
+            )
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")

@@ -785,6 +785,16 @@ def test_a_mostly_missing_picture_is_refused_as_no_reassurance(client):
     assert "not a reassurance" in html and html.count("doctor") == 1
 
 
+def test_a_fully_transparent_picture_is_refused_as_empty_not_overexposed(client):
+    buffer = io.BytesIO()
+    Image.new("RGBA", (300, 300), (120, 80, 60, 0)).save(buffer, "PNG")
+    api = _post(client, buffer.getvalue(), "empty.png")
+    assert api.status_code == 422 and api.json["error"]["code"] == "poor_quality"
+    message = api.json["error"]["message"]
+    assert "fully transparent" in message and "overexposed" not in message
+    assert message.endswith("changing, bleeding or itching.")  # no reassurance, as every refusal
+
+
 def test_every_api_error_carries_a_stable_code(client):
     spec_codes = set(
         client.get("/api/v1/openapi.json").json["components"]["schemas"]["Error"]["properties"]["error"][
