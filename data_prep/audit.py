@@ -170,7 +170,8 @@ def _lesions_across(train: pd.DataFrame, test: pd.DataFrame) -> dict:
 
 def _ham_contradictions(rows: pd.DataFrame) -> dict:
     known = rows.dropna(subset=["dx"])
-    bad = known[[lab not in config.HAM_DX_TO_CLASSES.get(dx, ()) for lab, dx in zip(known.label, known.dx)]]
+    mapped = [lab in config.HAM_DX_TO_CLASSES.get(dx, ()) for lab, dx in zip(known.label, known.dx)]
+    bad = known.loc[[not ok for ok in mapped]]  # .loc: an empty list must select no rows, not no columns
     by = Counter(f"{s}/{lab} (dx={dx})" for s, lab, dx in zip(bad.split, bad.label, bad.dx))
     return {"images": int(len(bad)), "by_label_and_dx": dict(by)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,38 @@ EARLY_ARCHIVE_SOURCE = "ISIC archive, early ids"
 LATER_ARCHIVE_SOURCE = "ISIC archive, later ids"
 
 
+class DataMismatch(ValueError):
+    """A model folder or the rebalanced set belongs to another split than the work folder's."""
+
+
 def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
-    """The rebalanced training set written by `python -m data_prep rebalance` (path, label, ...)."""
-    return _read(Path(work_dir) / config.AUGMENTED_MANIFEST_FILE)
+    """The rebalanced training set written by `python -m data_prep rebalance` (path, label, ...).
+
+    DataMismatch when a picture of it does not derive from this split's train subset: a set left
+    from an earlier split would put validation and test pictures into training.
+    """
+    table = _read(Path(work_dir) / config.AUGMENTED_MANIFEST_FILE)
+    foreign = ~table.source_pixel_hash.isin(set(read_subset("train", work_dir).pixel_hash))
+    if foreign.any():
+        raise DataMismatch(
+            f"{foreign.sum()} pictures of {config.AUGMENTED_MANIFEST_FILE} in {work_dir} do not derive from "
+            "the train subset of its split.csv: the rebalanced set was made from another split. Run "
+            "`python -m data_prep rebalance` (or `python -m data_prep all`) again."
+        )
+    return table
+
+
+def check_model_split(model_dir: Path, work_dir: Path = config.WORK_DIR) -> None:
+    """DataMismatch unless the model was trained on the work folder's split (its test sets held out)."""
+    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
+    recorded = metadata.get("data", {}).get("split_content_hash")
+    current = json.loads(_existing(Path(work_dir) / config.SPLIT_INFO_FILE).read_text())["content_hash"]
+    if recorded and recorded != current:
+        raise DataMismatch(
+            f"{model_dir} was trained on split {recorded[:12]}, but {work_dir} holds split {current[:12]}: "
+            "its validation and test pictures may be this model's training pictures. Give the --work-dir "
+            "the model was trained with, or retrain it on this split."
+        )
 
 
 def augmentor_floor(training_set: pd.DataFrame) -> int | None:
@@ -167,8 +197,12 @@ def _decode(path, label):
 
 
 def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(_existing(path))
+
+
+def _existing(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: run `python -m data_prep all` first (or set ISIC_WORK_DIR)."
         )
-    return pd.read_csv(path)
+    return path

@@ -317,9 +317,14 @@ def evaluate_model(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.W
     from model.model_card import write_model_card
 
     model_dir = Path(model_dir)
+    data.check_model_split(model_dir, work_dir)
     model = load_served_keras_model(model_dir)
     metadata_path = model_dir / config.METADATA_FILE
     metadata = json.loads(metadata_path.read_text())
+    if config.GATE_METADATA_KEY in metadata:
+        from model.gate import check_held_out_data
+
+        check_held_out_data()  # not after the metrics are written: the folder would be half updated
     selection_run = metadata["training"].get("selection_run")
     if selection_run:
         results = {key: selection_run[key] for key in ("val", "frame_probe", "operating_point")}
@@ -428,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.validation_only:
             return _print_validation(args.model_dir, args.work_dir)
         results = evaluate_model(args.model_dir, args.work_dir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, data.DataMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(results_table(results))
@@ -494,6 +499,7 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
             file=sys.stderr,
         )
         return 2
+    data.check_model_split(model_dir, work_dir)
     model = load_served_keras_model(Path(model_dir))
     _, _, metrics, _ = score_subset(model, "val", work_dir)
     for key in HEADLINE_KEYS[:-1]:

@@ -150,6 +150,12 @@ def dermoscopy_test_subsets(work_dir: Path) -> list[str]:
     return [name for name in config.TEST_SUBSETS if name in subsets]
 
 
+def check_held_out_data() -> None:
+    """FileNotFoundError before anything is measured or written when the gate's held-out photos are absent."""
+    everyday_photos("test")
+    smartphone_photos("test")
+
+
 def everyday_photos(part: str, root: Path = config.NONLESION_DIR) -> list[Path]:
     """Imagenette files of the part: held-out classes for test, a name hash splits the rest."""
     if not root.is_dir():
@@ -558,6 +564,7 @@ def evaluate_gate(model_dir: Path = config.MODEL_DIR, work_dir: Path = config.WO
     from webapp.gate import Gate
 
     model_dir = Path(model_dir)
+    data.check_model_split(model_dir, work_dir)
     metadata = json.loads((model_dir / config.METADATA_FILE).read_text())
     gate = Gate.from_metadata(model_dir, metadata)
     figures = held_out_figures(gate, work_dir)
@@ -570,6 +577,7 @@ def validation_figures(model_dir: Path, work_dir: Path) -> dict:
     """The figures of held_out_figures on the validation parts (nothing is written)."""
     from webapp.gate import Gate
 
+    data.check_model_split(model_dir, work_dir)
     metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
     return held_out_figures(Gate.from_metadata(model_dir, metadata), work_dir, "val")
 
@@ -716,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = evaluate_gate(args.model_dir, args.work_dir)
             print("\n".join(figure_lines(figures)))
             refresh_model_card(args.model_dir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, data.DataMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

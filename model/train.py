@@ -258,6 +258,7 @@ def refit_summary(run_dir: Path, work_dir: Path = config.WORK_DIR) -> dict:
     from model import evaluate
     from model.export import load_served_keras_model
 
+    data.check_model_split(run_dir, work_dir)
     # The served prediction (8 orientations averaged), like every figure of model.evaluate.
     _, _, validation = evaluate.validation_results(load_served_keras_model(run_dir), work_dir)
     training = json.loads((run_dir / config.METADATA_FILE).read_text())["training"]
@@ -276,6 +277,12 @@ def recipe_of(run_dir: Path) -> dict:
     if not metadata_path.is_file():
         raise FileNotFoundError(f"{metadata_path} not found: --refit-of takes a trained run's folder")
     training = json.loads(metadata_path.read_text())["training"]
+    if training.get("selection_run"):
+        # Its "validation" figures would be measured on pictures it trained on.
+        raise data.DataMismatch(
+            f"{run_dir} is itself a refit (of run {training['selection_run']['run']}): --refit-of takes the "
+            "run that was chosen on validation, not its final fit"
+        )
     return {k: v for k, v in training.items() if k in TrainConfig.__dataclass_fields__}
 
 
@@ -449,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = recipe_of(Path(args.refit_of)) if args.refit_of else {}
         settings = TrainConfig(**{**recipe, **(QUICK if args.quick else {}), **overrides})
         result = train(settings, args.work_dir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, data.DataMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out_dir = args.out_dir or (config.QUICK_MODEL_DIR if args.quick else config.MODEL_DIR)

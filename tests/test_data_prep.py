@@ -206,3 +206,11 @@ def _assert_augmented_from_train_only(table: pd.DataFrame, augmented: pd.DataFra
     held_out = set(table[table.subset != "train"].pixel_hash)
     assert set(augmented.source_pixel_hash) <= train_hashes
     assert not set(augmented.source_pixel_hash) & held_out
+
+
+def test_audit_without_ham10000_metadata_finds_no_label_contradictions():
+    """isic9 alone: no row has a dx, and the check must say so rather than fail."""
+    from data_prep.audit import _ham_contradictions
+
+    rows = pd.DataFrame({"split": ["Train"], "label": ["nevus"], "dx": [None]})
+    assert _ham_contradictions(rows) == {"images": 0, "by_label_and_dx": {}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -635,11 +636,44 @@ def test_refit_trains_on_train_and_validation_and_keeps_its_chosen_runs_validati
     card = render(json.loads((refit / config.METADATA_FILE).read_text()), "")
     assert "A final fit: run chosen's recipe" in card and "| figure | validation (run chosen) |" in card
     assert train.main(["--refit-of", str(tmp_path / "no_such_run"), "--out-dir", str(tmp_path / "x")]) == 2
+    # A final fit is no run to refit: its "validation" figures would be scored on its training pictures.
+    assert train.main(["--refit-of", str(refit), "--out-dir", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "y").exists()
     # Comparing runs on validation must not score a refit on its own training images.
     assert (
         evaluate.main(["--model-dir", str(refit), "--work-dir", str(synthetic_prepared), "--validation-only"])
         == 2
     )
+
+
+def test_a_model_is_not_scored_on_a_split_it_was_not_trained_on(tiny_model_dir, synthetic_prepared, capsys):
+    """Another split's validation and test pictures may be this model's training pictures."""
+    from model import evaluate, gate
+
+    # The tiny model records split 000...; the synthetic work folder holds another.
+    work = ["--model-dir", str(tiny_model_dir), "--work-dir", str(synthetic_prepared)]
+    metadata_before = (tiny_model_dir / config.METADATA_FILE).read_bytes()
+    assert evaluate.main(work) == 2
+    assert "was trained on split 000000000000" in capsys.readouterr().err
+    assert evaluate.main([*work, "--validation-only"]) == 2
+    assert gate.main(["evaluate", *work]) == 2
+    assert (tiny_model_dir / config.METADATA_FILE).read_bytes() == metadata_before  # nothing written
+
+
+def test_a_rebalanced_set_left_from_another_split_is_refused(synthetic_prepared, tmp_path, capsys):
+    from model import data, train
+
+    work = tmp_path / "work"
+    shutil.copytree(synthetic_prepared, work)
+    manifest = work / config.AUGMENTED_MANIFEST_FILE
+    table = pd.read_csv(manifest)
+    val_hash = data.read_subset("val", work).pixel_hash.iloc[0]
+    table.loc[0, "source_pixel_hash"] = val_hash  # a picture that is validation in this split
+    table.to_csv(manifest, index=False)
+    with pytest.raises(data.DataMismatch, match="another split"):
+        data.read_training_set(work)
+    assert train.main(["--quick", "--work-dir", str(work), "--out-dir", str(tmp_path / "m")]) == 2
+    assert "data_prep rebalance" in capsys.readouterr().err
 
 
 def test_refit_rows_carry_the_validation_images_and_their_sources(synthetic_prepared):
