@@ -40,6 +40,18 @@ def main(argv: list[str] | None = None) -> int:
 def run_ingest(args: argparse.Namespace) -> None:
     """Scan the dataset into manifest.csv."""
     ham = audit.load_ham_metadata(args.ham_metadata)
+    if not Path(args.ham_dir).is_dir():
+        # Optional for a quick look at isic9, but not what the committed model was trained on: say so.
+        log.warning(
+            "no HAM10000 images at %s (--ham-dir, env HAM_IMAGES_DIR): isic9 only, so no HAM10000 "
+            "held-out test and not the committed model's data",
+            args.ham_dir,
+        )
+    elif ham.empty:
+        raise ingest.DatasetError(
+            f"{args.ham_metadata} not found (--ham-metadata, env HAM_METADATA_PATH): the HAM10000 images "
+            f"in {args.ham_dir} cannot be labelled or grouped by lesion without it."
+        )
     manifest, skipped = ingest.scan_sources(args.data_dir, ham, args.ham_dir)
     manifest.to_csv(args.work_dir / config.MANIFEST_FILE, index=False)
     sources = manifest.source.value_counts().to_dict()
@@ -123,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ham-metadata",
         type=Path,
         default=config.HAM_METADATA_PATH,
-        help="HAM10000_metadata.csv (env HAM_METADATA_PATH; optional)",
+        help="HAM10000_metadata.csv (env HAM_METADATA_PATH; optional; default %(default)s)",
     )
     parser.add_argument(
         "--ham-dir",

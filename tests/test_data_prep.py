@@ -214,3 +214,15 @@ def test_audit_without_ham10000_metadata_finds_no_label_contradictions():
 
     rows = pd.DataFrame({"split": ["Train"], "label": ["nevus"], "dx": [None]})
     assert _ham_contradictions(rows) == {"images": 0, "by_label_and_dx": {}}
+
+
+def test_ingest_says_when_the_ham10000_data_is_missing(synthetic_dataset, tmp_path, capsys, caplog):
+    base = ["ingest", "--data-dir", str(synthetic_dataset["root"]), "--work-dir", str(tmp_path)]
+    # Images without their metadata cannot be labelled or grouped by lesion: an error naming the file.
+    missing_csv = tmp_path / "no_such.csv"
+    args = [*base, "--ham-dir", str(synthetic_dataset["ham_dir"]), "--ham-metadata", str(missing_csv)]
+    assert main(args) == 2
+    assert f"{missing_csv} not found" in capsys.readouterr().err
+    # No images: isic9 alone is allowed, with a warning that it is not the committed model's data.
+    assert main([*base, "--ham-dir", str(tmp_path / "no_such_dir")]) == 0
+    assert "isic9 only" in caplog.text
