@@ -47,7 +47,13 @@ def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
 
 def check_model_split(model_dir: Path, work_dir: Path = config.WORK_DIR) -> None:
     """DataMismatch unless the model was trained on the work folder's split (its test sets held out)."""
-    metadata = json.loads((Path(model_dir) / config.METADATA_FILE).read_text())
+    metadata_path = Path(model_dir) / config.METADATA_FILE
+    if not metadata_path.is_file():
+        raise FileNotFoundError(
+            f"{model_dir} is not a model folder (no {config.METADATA_FILE}): give the folder that "
+            "`python -m model.train` wrote (its --out-dir; the committed model is models/skin_cnn)"
+        )
+    metadata = json.loads(metadata_path.read_text())
     recorded = metadata.get("data", {}).get("split_content_hash")
     current = json.loads(_existing(Path(work_dir) / config.SPLIT_INFO_FILE).read_text())["content_hash"]
     if recorded and recorded != current:

@@ -490,6 +490,7 @@ def probe_lines(results: dict) -> list[str]:
 def _print_validation(model_dir: Path, work_dir: Path) -> int:
     from model.export import load_served_keras_model
 
+    data.check_model_split(model_dir, work_dir)
     training = json.loads((Path(model_dir) / config.METADATA_FILE).read_text()).get("training", {})
     if training.get("selection_run"):
         print(
@@ -499,7 +500,6 @@ def _print_validation(model_dir: Path, work_dir: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    data.check_model_split(model_dir, work_dir)
     model = load_served_keras_model(Path(model_dir))
     _, _, metrics, _ = score_subset(model, "val", work_dir)
     for key in HEADLINE_KEYS[:-1]:

@@ -709,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=config.MODEL_DIR)
     parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR)
     args = parser.parse_args(argv)
+    from webapp.gate import GateLoadError
+
     try:
         if args.stage in ("train", "all"):
             section = train_gate(args.model_dir, args.work_dir)
@@ -724,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = evaluate_gate(args.model_dir, args.work_dir)
             print("\n".join(figure_lines(figures)))
             refresh_model_card(args.model_dir)
-    except (FileNotFoundError, data.DataMismatch) as exc:
+    except (FileNotFoundError, data.DataMismatch, GateLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -660,6 +660,26 @@ def test_a_model_is_not_scored_on_a_split_it_was_not_trained_on(tiny_model_dir, 
     assert (tiny_model_dir / config.METADATA_FILE).read_bytes() == metadata_before  # nothing written
 
 
+def test_a_wrong_model_dir_gets_one_line_not_a_traceback(
+    tiny_model_dir, synthetic_prepared, tmp_path, capsys
+):
+    from model import evaluate, gate
+
+    work = ["--work-dir", str(synthetic_prepared)]
+    for not_a_folder in (tmp_path / "never_trained", tiny_model_dir / config.MODEL_H5_FILE):
+        assert evaluate.main(["--model-dir", str(not_a_folder), *work]) == 2
+        assert "is not a model folder" in capsys.readouterr().err
+    no_gate = tmp_path / "no_gate"
+    shutil.copytree(tiny_model_dir, no_gate)
+    metadata = json.loads((no_gate / config.METADATA_FILE).read_text())
+    del metadata[config.GATE_METADATA_KEY]
+    split = json.loads((synthetic_prepared / config.SPLIT_INFO_FILE).read_text())
+    metadata["data"]["split_content_hash"] = split["content_hash"]  # only the gate is missing
+    (no_gate / config.METADATA_FILE).write_text(json.dumps(metadata))
+    assert gate.main(["validate", "--model-dir", str(no_gate), *work]) == 2
+    assert "has no image gate" in capsys.readouterr().err
+
+
 def test_a_rebalanced_set_left_from_another_split_is_refused(synthetic_prepared, tmp_path, capsys):
     from model import data, train
 
