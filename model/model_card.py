@@ -283,12 +283,25 @@ def write_model_card(metadata: dict, model_dir: Path, audit_markdown: str) -> Pa
     return path
 
 
+def smoke_run_warning(training: dict) -> list[str]:
+    """A banner for a `--quick` run, whose card would otherwise read like the committed model's."""
+    limit = training.get("limit_per_class")
+    if not limit:
+        return []
+    return [
+        f"**A smoke run** (`--quick`: {training.get('epochs_run', '?')} epochs on at most {limit} training "
+        "pictures per class): a test of the code, not a model. Its figures say nothing about the recipe, "
+        "and the text below describes the committed model's recipe, not this run."
+    ]
+
+
 def render(metadata: dict, audit_markdown: str) -> str:
     """The model card as Markdown: plain-language parts first, technical detail after."""
     training, metrics = metadata["training"], metadata.get("metrics") or {}
     selection_run = training.get("selection_run")
     sections = [
         f"# Model card: {metadata['name']} {metadata['version']}",
+        *smoke_run_warning(training),
         "## In short\n\n" + summary_text(metrics),
         "## Intended use\n\n" + INTENDED_USE,
         "## Results\n\n" + results_text(metrics, selection_run),

@@ -429,6 +429,18 @@ def test_model_card_shows_both_test_sets_and_which_floors_are_met():
         assert removed not in card
 
 
+def test_a_smoke_runs_card_says_it_is_no_model():
+    from model.model_card import render
+    from tests.metrics_examples import two_test_sets_metrics
+
+    metadata = _card_metadata(two_test_sets_metrics())
+    assert "A smoke run" not in render(metadata, "")
+    metadata["training"] |= {"limit_per_class": 12, "epochs_run": 2}
+    card = render(metadata, "")
+    assert "**A smoke run** (`--quick`: 2 epochs on at most 12 training pictures per class)" in card
+    assert card.index("A smoke run") < card.index("## In short")
+
+
 def test_model_card_without_a_ham10000_test_says_so():
     from model.model_card import meets_floor, render
     from tests.metrics_examples import two_test_sets_metrics
