@@ -25,7 +25,8 @@ LATER_ARCHIVE_SOURCE = "ISIC archive, later ids"
 
 
 class DataMismatch(ValueError):
-    """A model folder or the rebalanced set belongs to another split than the work folder's."""
+    """A step was given data it must not use: a model folder or rebalanced set of another split than
+    the work folder's, or a final fit where a run chosen on validation is needed."""
 
 
 def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
