@@ -430,7 +430,12 @@ def _limit(table: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFram
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__)
-    parser.add_argument("--work-dir", type=Path, default=config.WORK_DIR, help="data_prep output folder")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=config.WORK_DIR,
+        help="data_prep output folder (env ISIC_WORK_DIR; default %(default)s)",
+    )
     parser.add_argument(
         "--out-dir",
         type=Path,
@@ -443,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         help="do not retrain the image gate (model.gate) after the classifier",
     )
     for field, default in asdict(TrainConfig()).items():
+        # The fields' meanings are the comments of TrainConfig; --help shows what the recipe uses.
         parser.add_argument(
-            f"--{field.replace('_', '-')}", type=type(default) if default is not None else int
+            f"--{field.replace('_', '-')}",
+            type=type(default) if default is not None else int,
+            help=f"training configuration (model.train.TrainConfig); recipe: {default}",
         )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
