@@ -46,6 +46,11 @@ def read_training_set(work_dir: Path = config.WORK_DIR) -> pd.DataFrame:
     return table
 
 
+def read_split_info(work_dir: Path = config.WORK_DIR) -> dict:
+    """split.json of `python -m data_prep split`: the split's content hash and its counts."""
+    return json.loads(_existing(Path(work_dir) / config.SPLIT_INFO_FILE).read_text())
+
+
 def check_model_split(model_dir: Path, work_dir: Path = config.WORK_DIR) -> None:
     """DataMismatch unless the model was trained on the work folder's split (its test sets held out)."""
     metadata_path = Path(model_dir) / config.METADATA_FILE
@@ -56,7 +61,7 @@ def check_model_split(model_dir: Path, work_dir: Path = config.WORK_DIR) -> None
         )
     metadata = json.loads(metadata_path.read_text())
     recorded = metadata.get("data", {}).get("split_content_hash")
-    current = json.loads(_existing(Path(work_dir) / config.SPLIT_INFO_FILE).read_text())["content_hash"]
+    current = read_split_info(work_dir)["content_hash"]
     if recorded and recorded != current:
         raise DataMismatch(
             f"{model_dir} was trained on split {recorded[:12]}, but {work_dir} holds split {current[:12]}: "

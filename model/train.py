@@ -342,7 +342,7 @@ def save_run(result: TrainResult, settings: TrainConfig, out_dir: Path, work_dir
     result.history.to_csv(out_dir / "history.csv", index=False)
     plots.training_curves(result.history, out_dir / "training_curves.png")
     export.export_litert(result.model, out_dir / config.MODEL_TFLITE_FILE)
-    split_info = json.loads((Path(work_dir) / config.SPLIT_INFO_FILE).read_text())
+    split_info = data.read_split_info(work_dir)
     metadata = export.build_metadata(
         training={
             **asdict(settings),
